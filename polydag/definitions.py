@@ -1,0 +1,37 @@
+"""The polydag code location: every domain's assets, checks, sensors and schedules.
+
+Nothing heavy is imported here: torch and transformers load inside the asset bodies, so the
+code location loads in seconds.
+"""
+
+from dagster import (
+    Definitions,
+    in_process_executor,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+)
+
+from polydag.defs.evaluation import assets as evaluation_assets
+from polydag.defs.evaluation import checks as evaluation_checks
+from polydag.defs.polychromic import assets as polychromic_assets
+from polydag.defs.polychromic import checks as polychromic_checks
+from polydag.defs.resources import build_resources
+from polydag.defs.step_importance import assets as step_assets
+from polydag.defs.step_importance import checks as step_checks
+
+ASSET_MODULES = [polychromic_assets, evaluation_assets, step_assets]
+CHECK_MODULES = [polychromic_checks, evaluation_checks, step_checks]
+
+
+def build_defs(data_dir=None) -> Definitions:
+    return Definitions(
+        assets=load_assets_from_modules(ASSET_MODULES),
+        asset_checks=load_asset_checks_from_modules(CHECK_MODULES),
+        resources=build_resources(data_dir),
+        # One process per run: steps share the loaded torch and the 2-core machine; the GPU
+        # launcher isolates runs from each other instead.
+        executor=in_process_executor,
+    )
+
+
+defs = build_defs()

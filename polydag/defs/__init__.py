@@ -1,0 +1,1 @@
+"""Thin Dagster layer: assets, checks, sensors and schedules that call ``polydag.core``."""

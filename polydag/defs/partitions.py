@@ -1,0 +1,13 @@
+"""Partition definitions shared by the domains.
+
+Both are dynamic so that a new λ or a new problem needs no code change: λ keys are added with
+``polydag lambdas add`` or the UI; problem keys are registered by the ``problems`` asset.
+"""
+
+from dagster import DynamicPartitionsDefinition
+
+LAMBDA_PARTITIONS_NAME = "lambda"
+PROBLEM_PARTITIONS_NAME = "problem"
+
+lambda_partitions = DynamicPartitionsDefinition(name=LAMBDA_PARTITIONS_NAME)
+problem_partitions = DynamicPartitionsDefinition(name=PROBLEM_PARTITIONS_NAME)

@@ -1,0 +1,284 @@
+"""Polychromic sweep, training half: reply pairs -> base model -> one LoRA adapter per λ.
+
+Each asset turns its config and partition keys into plain arguments, calls ``polydag.core``,
+and returns a polars DataFrame that the DuckDB IO manager stores as the table of the same name.
+"""
+
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    MetadataValue,
+    Output,
+    asset,
+)
+from pydantic import Field
+
+from polydag.core import paths
+from polydag.core.lambdas import lambda_value
+from polydag.core.tables import markdown_table
+from polydag.defs.partitions import lambda_partitions
+from polydag.defs.resources import PolydagStorage
+
+GPU_TAGS = {"polydag/gpu": "1"}
+GROUP = "polychromic"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ReplyPairsConfig(Config):
+    path: str = Field(
+        default="",
+        description="JSONL, CSV or Parquet file with prompt and reply columns (optional id). "
+        "Empty: the dataset shipped in data/reply_pairs.jsonl.",
+    )
+    skip_bad_rows: bool = Field(
+        default=False,
+        description="Drop malformed rows (and report how many) instead of failing on the first.",
+    )
+    split_seed: int = Field(default=0, description="Seed of the deterministic train/val/test split.")
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_test_prompts: int = Field(
+        default=50, description="Cap on test prompts (each is sampled n times per λ)."
+    )
+
+
+@asset(group_name=GROUP, kinds={"duckdb", "polars"})
+def reply_pairs(context: AssetExecutionContext, config: ReplyPairsConfig) -> Output[pl.DataFrame]:
+    """(prompt, reply) pairs, validated and split by prompt into train/val/test."""
+    from polydag.core.reply_pairs import load_reply_pairs, split_reply_pairs
+
+    source = Path(config.path) if config.path else paths.shipped_file("reply_pairs.jsonl")
+    rows, n_skipped = load_reply_pairs(
+        source, skip_bad_rows=config.skip_bad_rows, logger=context.log
+    )
+    split = split_reply_pairs(
+        rows,
+        seed=config.split_seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        max_test_prompts=config.max_test_prompts,
+    )
+    counts = dict(split.group_by("split").len().iter_rows())
+    return Output(
+        split,
+        metadata={
+            "source": str(source),
+            "source_sha256": _file_sha256(source),
+            "n_rows": split.height,
+            "n_skipped_bad_rows": n_skipped,
+            "n_prompts": split["prompt_id"].n_unique(),
+            **{f"n_{name}": int(count) for name, count in sorted(counts.items())},
+        },
+    )
+
+
+class BaseModelConfig(Config):
+    local_path: Optional[str] = Field(
+        default=None,
+        description="A local Hugging Face model directory (e.g. Qwen3-8B on a GPU box). "
+        "Empty: build the small offline default from config and pretrain it here.",
+    )
+    architecture: str = Field(default="llama", description="llama | qwen3 (offline default only)")
+    pretrain_steps: Optional[int] = Field(
+        default=None, description="Pretraining steps of the offline default (None: core default)."
+    )
+    seed: int = 0
+
+
+@asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, op_tags=GPU_TAGS, pool="gpu")
+def base_model(
+    context: AssetExecutionContext,
+    config: BaseModelConfig,
+    storage: PolydagStorage,
+    reply_pairs: pl.DataFrame,
+) -> Output[pl.DataFrame]:
+    """The causal LM every λ adapter starts from: a local checkpoint, or a tiny model
+    built from config, with a tokenizer trained on the data, pretrained inside the pipeline."""
+    from dataclasses import asdict, replace
+
+    from polydag.core import base_model as core
+
+    if config.local_path:
+        info = core.resolve_local_base_model(config.local_path)
+    else:
+        cfg = core.BaseModelConfig(architecture=config.architecture, seed=config.seed)
+        if config.pretrain_steps is not None:
+            cfg = replace(cfg, pretrain_steps=config.pretrain_steps)
+        train = reply_pairs.filter(pl.col("split") == "train")
+        texts = train["prompt"].unique(maintain_order=True).to_list() + train["reply"].to_list()
+        fingerprint = hashlib.sha256(
+            json.dumps([asdict(cfg), texts], sort_keys=True).encode()
+        ).hexdigest()[:16]
+        out_dir = storage.artifact_path("base_model", fingerprint)
+        info = core.build_default_base_model(texts, out_dir, cfg, logger=context.log)
+    row = {k: v for k, v in asdict(info).items()}
+    row["path"] = str(row["path"])
+    return Output(
+        pl.DataFrame([row]),
+        metadata={k: MetadataValue.text(str(v)) if v is None else v for k, v in row.items()},
+    )
+
+
+class LoraTrainingConfig(Config):
+    """Run config of ``lora_checkpoints``; field names follow the researchers' experiment YAML."""
+
+    diversity_weight: Optional[float] = Field(
+        default=None,
+        description="λ. Taken from the partition key; if given it must equal the key.",
+    )
+    n_generations: int = Field(default=4, description="Samples per prompt for the diversity term.")
+    max_examples_for_diversity: int = Field(
+        default=4, description="Prompts per batch that get a diversity term."
+    )
+    compute_diversity_every_n_steps: int = Field(
+        default=2, description="Diversity term on every n-th step."
+    )
+    diversity_metric: str = Field(default="bleu", description="semantic | bleu | distinct")
+    objective: str = Field(
+        default="loo",
+        description="loo (leave-one-out diversity advantage) | polychromic_set (Hamid et al.)",
+    )
+    temperature: float = 0.9
+    top_p: float = 0.95
+    max_new_tokens: Optional[int] = None
+    learning_rate: Optional[float] = None
+    max_steps: Optional[int] = None
+    batch_size: Optional[int] = None
+    lora_r: Optional[int] = None
+    lora_alpha: Optional[int] = None
+    seed: int = 0
+    diversity_seed: int = 1
+    device: str = Field(default="auto", description="auto | cpu | cuda")
+
+    def to_core(self, lambda_key: str):
+        from dataclasses import fields
+
+        from polydag.core.lora_training import PolychromicTrainConfig
+
+        weight = lambda_value(lambda_key)
+        if self.diversity_weight is not None and float(self.diversity_weight) != weight:
+            raise ValueError(
+                f"run config sets diversity_weight={self.diversity_weight} but the partition key "
+                f"is λ={lambda_key}; λ comes from the partition (drop diversity_weight from the "
+                "config, or materialize the partition it names)"
+            )
+        known = {f.name for f in fields(PolychromicTrainConfig)}
+        values = {
+            k: v
+            for k, v in self.model_dump().items()
+            if v is not None and k in known and k != "diversity_weight"
+        }
+        return PolychromicTrainConfig(diversity_weight=weight, **values)
+
+
+@asset(
+    group_name=GROUP,
+    partitions_def=lambda_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    metadata={"partition_expr": "lambda_key"},
+    kinds={"pytorch", "duckdb"},
+    op_tags=GPU_TAGS,
+    pool="gpu",
+)
+def lora_checkpoints(
+    context: AssetExecutionContext,
+    config: LoraTrainingConfig,
+    storage: PolydagStorage,
+    reply_pairs: pl.DataFrame,
+    base_model: pl.DataFrame,
+) -> Output[pl.DataFrame]:
+    """One peft LoRA adapter per λ, trained with the polychromic objective from the same base,
+    data order and seed. Adapters are saved with ``save_pretrained`` under
+    ``data/artifacts/lora/<λ>/<sha>``; this table records where, and how training went."""
+    from polydag.core import training_log
+    from polydag.core.lora_training import train_lora_adapter
+
+    keys = list(context.partition_keys)
+    cfgs = {key: config.to_core(key) for key in keys}  # every key validated before any work
+    base_row = base_model.row(0, named=True)
+    train = reply_pairs.filter(pl.col("split") == "train")
+    train_pairs = list(zip(train["prompt"].to_list(), train["reply"].to_list()))
+    run_id = context.run.run_id
+
+    rows = []
+    try:
+        for key in keys:
+            writer = training_log.TrainingLogWriter(
+                storage.duckdb_path,
+                run_id=run_id,
+                lambda_key=key,
+                diversity_weight=cfgs[key].diversity_weight,
+            )
+            context.log.info(f"training λ={key} on {len(train_pairs)} pairs")
+            result = train_lora_adapter(
+                base_row["path"],
+                train_pairs,
+                cfgs[key],
+                storage.artifact_path("lora", key, f"run-{run_id}"),
+                log_fn=writer,
+                logger=context.log,
+            )
+            writer.flush()
+            rows.append(_checkpoint_row(key, cfgs[key], result, base_row))
+    except BaseException:
+        training_log.discard_run(storage.duckdb_path, run_id)
+        raise
+    training_log.commit_runs(storage.duckdb_path, run_id, keys)
+
+    table = pl.DataFrame(rows)
+    return Output(table, metadata=_checkpoint_metadata(table))
+
+
+def _checkpoint_row(key: str, cfg, result, base_row: dict) -> dict:
+    from dataclasses import asdict
+
+    row = {"lambda_key": key, "diversity_weight": float(cfg.diversity_weight)}
+    row.update({k: v for k, v in asdict(result).items()})
+    row["adapter_dir"] = str(row["adapter_dir"])
+    row["base_model_path"] = base_row["path"]
+    row["base_model_sha256"] = base_row.get("weights_sha256")
+    row["train_config"] = json.dumps(asdict(cfg), sort_keys=True)
+    return row
+
+
+def _checkpoint_metadata(table: pl.DataFrame) -> dict:
+    metadata: dict = {}
+    for row in table.iter_rows(named=True):
+        for field in _METADATA_FIELDS:
+            value = row.get(field)
+            metadata[f"λ={row['lambda_key']} {field}"] = (
+                MetadataValue.text("None") if value is None else value
+            )
+    metadata["summary"] = MetadataValue.md(
+        markdown_table(table, ["lambda_key", *_METADATA_FIELDS])
+    )
+    return metadata
+
+
+_METADATA_FIELDS = (
+    "adapter_sha256",
+    "steps",
+    "wall_s",
+    "device",
+    "peak_memory_bytes",
+    "final_quality_loss",
+    "final_diversity_score",
+    "final_combined_loss",
+    "mean_diversity_grad_share",
+)

@@ -1,0 +1,86 @@
+"""Asset checks of the training half. Each calls a plain validation function from core."""
+
+
+import polars as pl
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    MetadataValue,
+    asset_check,
+)
+from dagster_duckdb import DuckDBResource
+
+from polydag.core.tables import markdown_table
+from polydag.defs.polychromic.assets import lora_checkpoints, reply_pairs
+
+
+def _rows_result(bad: pl.DataFrame, what: str, severity: AssetCheckSeverity) -> AssetCheckResult:
+    return AssetCheckResult(
+        passed=bad.is_empty(),
+        severity=severity,
+        description=f"{bad.height} row(s) with {what}" if bad.height else f"no {what}",
+        metadata={
+            "n_bad_rows": bad.height,
+            "examples": MetadataValue.md(markdown_table(bad.head(10)) if bad.height else "none"),
+        },
+    )
+
+
+@asset_check(asset=reply_pairs, blocking=True, description="No empty prompt or reply text.")
+def reply_pairs_no_empty_texts(reply_pairs: pl.DataFrame) -> AssetCheckResult:
+    from polydag.core.reply_pairs import find_empty_texts
+
+    return _rows_result(find_empty_texts(reply_pairs), "empty text", AssetCheckSeverity.ERROR)
+
+
+@asset_check(asset=reply_pairs, description="No exact duplicate (prompt, reply) pairs.")
+def reply_pairs_no_exact_duplicates(reply_pairs: pl.DataFrame) -> AssetCheckResult:
+    from polydag.core.reply_pairs import find_exact_duplicates
+
+    return _rows_result(
+        find_exact_duplicates(reply_pairs), "exact duplicates", AssetCheckSeverity.WARN
+    )
+
+
+@asset_check(
+    asset=reply_pairs, blocking=True, description="No prompt appears in more than one split."
+)
+def reply_pairs_no_prompt_leakage(reply_pairs: pl.DataFrame) -> AssetCheckResult:
+    from polydag.core.reply_pairs import find_prompt_leakage
+
+    return _rows_result(
+        find_prompt_leakage(reply_pairs), "prompt leakage across splits", AssetCheckSeverity.ERROR
+    )
+
+
+@asset_check(
+    asset=lora_checkpoints,
+    blocking=True,
+    description="Every λ > 0 adapter was trained with a diversity gradient that is not zero "
+    "(a float-valued diversity term, the researchers' bug, has none).",
+)
+def lora_diversity_gradient_nonzero(
+    context: AssetCheckExecutionContext, duckdb: DuckDBResource
+) -> AssetCheckResult:
+    from polydag.core.gradient_audit import zero_gradient_lambdas
+
+    keys = list(context.partition_keys)
+    with duckdb.get_connection() as con:
+        log = con.execute(
+            "SELECT lambda_key, diversity_grad_share FROM training_log "
+            "WHERE lambda_key IN (SELECT unnest(?))",
+            [keys],
+        ).pl()
+    audit = zero_gradient_lambdas(log, keys)
+    failing = audit.filter(~pl.col("ok"))
+    return AssetCheckResult(
+        passed=failing.is_empty(),
+        description=(
+            "λ " + ", ".join(failing["lambda_key"].to_list()) + " trained with a zero diversity "
+            "gradient: the diversity term does not reach the weights"
+            if failing.height
+            else "every λ > 0 has a non-zero diversity gradient share"
+        ),
+        metadata={"audit": MetadataValue.md(markdown_table(audit))},
+    )

@@ -1,0 +1,123 @@
+"""Resumable sweeps over problem partitions, in ranged runs.
+
+Dagster's CLI runs a partition range only for single-run backfill policies, and an asset
+backfill of a multi-run policy needs the daemon. A sweep on one machine needs neither: it
+asks the instance which partitions are already materialized, cuts the missing ones into
+contiguous ranges of the asset's backfill-policy size, and executes each range as one
+ordinary run of the asset job (the same ``execute_job`` call the CLI makes). Each finished
+run is durable, so a killed sweep, run again, does only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from dagster import AssetKey, DagsterInstance, execute_job, reconstructable
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from polydag.defs.partitions import PROBLEM_PARTITIONS_NAME
+
+STEP_IMPORTANCE = AssetKey("step_importance")
+
+
+def polydag_asset_job():
+    """Module-level factory so the job is reconstructable (as the CLI's is)."""
+    from polydag.definitions import defs
+
+    return defs.resolve_implicit_global_asset_job_def()
+
+
+def contiguous_ranges(ordered: list[str], wanted: set[str], max_len: int) -> list[list[str]]:
+    """Stretches of consecutive keys of ``ordered`` that are all in ``wanted``, cut to
+    ``max_len``. A range run covers every key between its ends, so a range must never
+    straddle a key that is not wanted (it would be recomputed)."""
+    ranges: list[list[str]] = []
+    current: list[str] = []
+    for key in ordered:
+        if key in wanted and len(current) < max_len:
+            current.append(key)
+            continue
+        if current:
+            ranges.append(current)
+        current = [key] if key in wanted else []
+    if current:
+        ranges.append(current)
+    return ranges
+
+
+@dataclass
+class SweepResult:
+    n_registered: int
+    n_already_done: int
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return all(run["success"] for run in self.runs)
+
+    def describe(self) -> str:
+        done = sum(run["n_problems"] for run in self.runs if run["success"])
+        lines = [
+            f"step_importance: {self.n_registered} problem partitions in scope, "
+            f"{self.n_already_done} already materialized, {done} materialized now "
+            f"in {len(self.runs)} ranged run(s)"
+        ]
+        for run in self.runs:
+            status = "ok" if run["success"] else "FAILED"
+            lines.append(
+                f"  run {run['run_id'][:8]} {run['start']}...{run['end']} "
+                f"({run['n_problems']} problems, {run['wall_s']:.1f}s) {status}"
+            )
+        return "\n".join(lines)
+
+
+def sweep_step_importance(
+    instance: DagsterInstance,
+    *,
+    max_problems: int | None = None,
+    problems_per_run: int | None = None,
+    run_config: dict | None = None,
+) -> SweepResult:
+    from polydag.defs.step_importance.assets import PROBLEMS_PER_RUN
+
+    ordered = list(instance.get_dynamic_partitions(PROBLEM_PARTITIONS_NAME))
+    if not ordered:
+        raise ValueError(
+            "no problem partitions are registered; materialize the problems first: "
+            "dagster asset materialize -m polydag --select problems"
+        )
+    if max_problems is not None:
+        ordered = ordered[:max_problems]
+    done = instance.get_materialized_partitions(STEP_IMPORTANCE)
+    missing = {key for key in ordered if key not in done}
+    result = SweepResult(n_registered=len(ordered), n_already_done=len(ordered) - len(missing))
+    job = reconstructable(polydag_asset_job)
+    for keys in contiguous_ranges(ordered, missing, problems_per_run or PROBLEMS_PER_RUN):
+        started = time.monotonic()
+        with execute_job(
+            job,
+            instance=instance,
+            asset_selection=[STEP_IMPORTANCE],
+            run_config=run_config,
+            tags={
+                ASSET_PARTITION_RANGE_START_TAG: keys[0],
+                ASSET_PARTITION_RANGE_END_TAG: keys[-1],
+            },
+        ) as run:
+            result.runs.append(
+                {
+                    "run_id": run.run_id,
+                    "start": keys[0],
+                    "end": keys[-1],
+                    "n_problems": len(keys),
+                    "success": run.success,
+                    "wall_s": time.monotonic() - started,
+                }
+            )
+        if not result.runs[-1]["success"]:
+            break  # later ranges would fail the same way; the failure is in the run's logs
+    return result

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The main command: install, then both workflows end to end on the embedded defaults.
+#   1. polychromic sweep: reply pairs -> base model -> LoRA adapter per λ -> generations ->
+#      metrics -> metrics_summary / comparison -> verdict (printed)
+#   2. step importance: problems -> continuous-thought model -> per-problem ablations
+#      (ranged, resumable runs) -> step_importance_summary (printed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+source scripts/env.sh
+STEP_PROBLEMS="${POLYDAG_STEP_PROBLEMS:-300}"
+t0=$SECONDS
+stage() { echo; echo "=== [$((SECONDS - t0))s] $*"; }
+
+stage "λ partitions"
+polydag lambdas add 0.0 0.3 1.0 2.0
+first=$(polydag lambdas list | head -n1); last=$(polydag lambdas list | tail -n1)
+
+stage "datasets and base models"
+dagster asset materialize -m polydag --select 'reply_pairs,base_model,problems,codi_model'
+
+stage "LoRA adapters and generations for λ ${first}...${last}"
+dagster asset materialize -m polydag --select 'lora_checkpoints,generations' --partition-range "${first}...${last}"
+
+stage "metrics and everything downstream"
+dagster asset materialize -m polydag --select 'metrics*'
+polydag verdict
+
+stage "step-importance sweep over ${STEP_PROBLEMS} problems"
+polydag sweep step-importance --max-problems "$STEP_PROBLEMS"
+dagster asset materialize -m polydag --select step_importance_summary
+polydag summary step-importance
+
+stage "done: results in data/polydag.duckdb, UI: dagster dev -w workspace.yaml"
