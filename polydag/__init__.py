@@ -9,7 +9,7 @@ otherwise.
 
 import sys
 
-if "dagster" in sys.modules:
+if sys.modules.get("dagster") is not None:
     from polydag.definitions import defs  # noqa: F401
 
 
