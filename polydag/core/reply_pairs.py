@@ -1,0 +1,273 @@
+"""Reply-pair dataset: load, validate, split, check.
+
+A reply-pair file holds tweet-like ``prompt`` texts and one ``reply`` per row; a prompt
+usually appears on several rows, once per valid reply. ``id`` is optional.
+
+- :func:`load_reply_pairs` reads JSONL, CSV or Parquet and validates every row. A bad row
+  raises :class:`DatasetError` naming the file, the 1-based line (JSONL, CSV) or row
+  (Parquet) and the field, unless the caller asked to skip bad rows, in which case they are
+  dropped, counted, logged, and the count is returned.
+- :func:`split_reply_pairs` assigns train/val/test by prompt (all replies of a prompt land in
+  one split, so evaluation prompts were never trained on), deterministically by seed.
+- ``find_*`` functions return the offending rows (an empty frame when the data is fine); the
+  Dagster asset checks call them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+REQUIRED_FIELDS = ("prompt", "reply")
+SPLITS = ("train", "val", "test")
+SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
+
+_log = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    """A reply-pair file or row is invalid; the message names the file, line/row and field."""
+
+    def __init__(self, path: str | Path, location: str | None, field: str | None, problem: str):
+        self.path = str(path)
+        self.location = location
+        self.field = field
+        self.problem = problem
+        where = self.path if location is None else f"{self.path}, {location}"
+        what = problem if field is None else f"field {field!r}: {problem}"
+        super().__init__(f"{where}: {what}")
+
+
+@dataclass(frozen=True)
+class _RawRow:
+    location: str  # "line 7" or "row 7"
+    number: int  # the 1-based line/row number, used for generated ids
+    record: object  # whatever the parser produced; validated by _validate_row
+
+
+def _read_jsonl(path: Path) -> list[_RawRow | DatasetError]:
+    rows: list[_RawRow | DatasetError] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue  # blank lines are not rows (a trailing newline is common)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                rows.append(DatasetError(path, f"line {lineno}", None, f"malformed JSON ({exc.msg} at column {exc.colno})"))
+                continue
+            rows.append(_RawRow(f"line {lineno}", lineno, record))
+    return rows
+
+
+def _read_csv(path: Path) -> list[_RawRow | DatasetError]:
+    rows: list[_RawRow | DatasetError] = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames
+        if header is None:
+            raise DatasetError(path, None, None, "empty CSV file (no header row)")
+        missing = [f for f in REQUIRED_FIELDS if f not in header]
+        if missing:
+            raise DatasetError(path, "line 1 (header)", missing[0], f"required column missing; header is {header}")
+        for record in reader:
+            lineno = reader.line_num  # line where this record ends (quoted newlines span lines)
+            if None in record:  # more cells than header columns
+                rows.append(DatasetError(path, f"line {lineno}", None, f"row has more cells than the {len(header)} header columns"))
+                continue
+            # DictReader fills cells missing at the end of a short row with None.
+            rows.append(_RawRow(f"line {lineno}", lineno, {k: v for k, v in record.items() if v is not None}))
+    return rows
+
+
+def _read_parquet(path: Path) -> list[_RawRow | DatasetError]:
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several error types for corrupt files
+        raise DatasetError(path, None, None, f"cannot read Parquet: {exc}") from exc
+    missing = [f for f in REQUIRED_FIELDS if f not in frame.columns]
+    if missing:
+        raise DatasetError(path, None, missing[0], f"required column missing; columns are {frame.columns}")
+    return [_RawRow(f"row {i}", i, record) for i, record in enumerate(frame.to_dicts(), start=1)]
+
+
+_READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+def _validate_row(path: Path, raw: _RawRow) -> dict[str, str]:
+    record = raw.record
+    if not isinstance(record, dict):
+        raise DatasetError(path, raw.location, None, f"expected a JSON object, got {type(record).__name__}")
+    out: dict[str, str] = {}
+    for field in REQUIRED_FIELDS:
+        if field not in record:
+            raise DatasetError(path, raw.location, field, "missing")
+        value = record[field]
+        if value is None:
+            raise DatasetError(path, raw.location, field, "is null")
+        if not isinstance(value, str):
+            raise DatasetError(path, raw.location, field, f"must be a string, got {type(value).__name__} {value!r}")
+        if not value.strip():
+            raise DatasetError(path, raw.location, field, "is empty or whitespace only")
+        out[field] = value
+    if "id" in record and record["id"] is not None:
+        rid = record["id"]
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+            raise DatasetError(path, raw.location, "id", f"must be a string or integer, got {type(rid).__name__}")
+        rid = str(rid).strip()
+        if not rid:
+            raise DatasetError(path, raw.location, "id", "is empty")
+        out["id"] = rid
+    else:
+        out["id"] = f"row-{raw.number}"  # stable: derived from the position in the file
+    return out
+
+
+def load_reply_pairs(
+    path: str | Path,
+    *,
+    skip_bad_rows: bool = False,
+    logger: logging.Logger | None = None,
+) -> tuple[pl.DataFrame, int]:
+    """Read and validate a reply-pair file; returns ``(frame[id, prompt, reply], n_skipped)``.
+
+    Raises :class:`DatasetError` on the first bad row (malformed JSON, missing field,
+    null/non-string/empty text, bad or duplicate id), unless ``skip_bad_rows``: then bad
+    rows are dropped and counted, and the count is logged as a warning and returned.
+    Raises ``FileNotFoundError`` for a missing file and :class:`DatasetError` for an
+    unsupported extension or a file with no valid rows.
+    """
+    logger = logger or _log
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _READERS:
+        raise DatasetError(
+            path, None, None,
+            f"unsupported file extension {path.suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}",
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"reply-pair file {path} does not exist")
+
+    good: list[dict[str, str]] = []
+    bad: list[DatasetError] = []
+    seen_ids: dict[str, str] = {}
+    for raw in _READERS[suffix](path):
+        try:
+            if isinstance(raw, DatasetError):
+                raise raw
+            row = _validate_row(path, raw)
+            if row["id"] in seen_ids:
+                raise DatasetError(path, raw.location, "id", f"duplicate id {row['id']!r} (first at {seen_ids[row['id']]})")
+            seen_ids[row["id"]] = raw.location
+        except DatasetError as exc:
+            if not skip_bad_rows:
+                raise
+            bad.append(exc)
+            continue
+        good.append(row)
+
+    if bad:
+        shown = "; ".join(str(e) for e in bad[:3])
+        logger.warning("skipped %d bad rows of %s (skip_bad_rows=True); first: %s", len(bad), path, shown)
+    if not good:
+        raise DatasetError(path, None, None, f"no valid rows ({len(bad)} bad rows skipped)" if bad else "no rows")
+    frame = pl.DataFrame(good, schema={"id": pl.String, "prompt": pl.String, "reply": pl.String})
+    logger.info("loaded %d reply pairs (%d prompts) from %s", frame.height, frame["prompt"].n_unique(), path)
+    return frame, len(bad)
+
+
+def normalize_prompt(prompt: str) -> str:
+    """The prompt identity used for grouping: case-folded, whitespace collapsed."""
+    return " ".join(prompt.split()).casefold()
+
+
+def prompt_id(prompt: str) -> str:
+    """Stable short id of a prompt: the first 12 hex digits of sha256(normalized prompt)."""
+    return hashlib.sha256(normalize_prompt(prompt).encode("utf-8")).hexdigest()[:12]
+
+
+def _split_size(n_prompts: int, fraction: float, cap: int | None) -> int:
+    size = round(n_prompts * fraction)
+    if fraction > 0:
+        size = max(size, 1)
+    if cap is not None:
+        size = min(size, cap)
+    return size
+
+
+def split_reply_pairs(
+    df: pl.DataFrame,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_val_prompts: int | None = None,
+    max_test_prompts: int | None = 50,
+) -> pl.DataFrame:
+    """Add ``prompt_id`` and ``split`` (train | val | test), grouped by prompt, deterministic.
+
+    Distinct prompts are sorted by ``prompt_id`` and shuffled with ``random.Random(seed)``,
+    so the split depends only on the set of prompts and the seed, not on row order. The
+    first ``n_test`` shuffled prompts go to test, the next ``n_val`` to val, the rest to
+    train; ``n = round(fraction * n_prompts)`` (at least 1 when the fraction is positive),
+    capped by ``max_*_prompts``. The default caps test at 50 prompts because evaluation
+    samples many replies per test prompt.
+    """
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
+    for name, cap in (("max_val_prompts", max_val_prompts), ("max_test_prompts", max_test_prompts)):
+        if cap is not None and cap < 0:
+            raise ValueError(f"{name} must be >= 0 or None, got {cap}")
+    missing = [c for c in REQUIRED_FIELDS if c not in df.columns]
+    if missing:
+        raise ValueError(f"reply-pair frame lacks column(s) {missing}; columns are {df.columns}")
+
+    with_ids = df.with_columns(
+        pl.col("prompt").map_elements(prompt_id, return_dtype=pl.String).alias("prompt_id")
+    )
+    ids = sorted(set(with_ids["prompt_id"].to_list()))
+    n_test = _split_size(len(ids), test_fraction, max_test_prompts)
+    n_val = _split_size(len(ids), val_fraction, max_val_prompts)
+    if len(ids) - n_test - n_val < 1:
+        raise ValueError(
+            f"{len(ids)} distinct prompts are too few for {n_test} test and {n_val} val prompts "
+            "plus at least one training prompt"
+        )
+    random.Random(seed).shuffle(ids)
+    assignment = {pid: "test" for pid in ids[:n_test]}
+    assignment.update({pid: "val" for pid in ids[n_test : n_test + n_val]})
+    assignment.update({pid: "train" for pid in ids[n_test + n_val :]})
+    return with_ids.with_columns(
+        pl.col("prompt_id").replace_strict(assignment, return_dtype=pl.String).alias("split")
+    )
+
+
+def find_empty_texts(df: pl.DataFrame) -> pl.DataFrame:
+    """Rows whose prompt or reply is null, empty or whitespace only."""
+    def empty(col: str) -> pl.Expr:
+        return pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
+
+    return df.filter(empty("prompt") | empty("reply"))
+
+
+def find_exact_duplicates(df: pl.DataFrame) -> pl.DataFrame:
+    """Every row whose exact (prompt, reply) pair occurs more than once."""
+    return df.filter(pl.struct("prompt", "reply").is_duplicated())
+
+
+def find_prompt_leakage(df: pl.DataFrame) -> pl.DataFrame:
+    """Rows whose prompt (normalized) occurs in more than one split."""
+    if "split" not in df.columns:
+        raise ValueError(f"find_prompt_leakage needs a 'split' column; columns are {df.columns}")
+    key = pl.col("prompt").map_elements(normalize_prompt, return_dtype=pl.String)
+    return df.filter(pl.col("split").n_unique().over(key) > 1)
