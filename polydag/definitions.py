@@ -4,12 +4,19 @@ Nothing heavy is imported here: torch and transformers load inside the asset bod
 code location loads in seconds.
 """
 
+import warnings
+
 from dagster import (
+    BetaWarning,
     Definitions,
     in_process_executor,
     load_asset_checks_from_modules,
     load_assets_from_modules,
 )
+
+# backfill_policy is marked beta; polydag relies on it knowingly (ranged runs), so the warning
+# would only be noise on every CLI call.
+warnings.filterwarnings("ignore", category=BetaWarning)
 
 from polydag.defs.evaluation import assets as evaluation_assets
 from polydag.defs.evaluation import checks as evaluation_checks

@@ -25,6 +25,7 @@ from pydantic import Field
 from polydag.core import paths
 from polydag.core.lambdas import lambda_value
 from polydag.core.tables import markdown_table
+from polydag.defs.metadata import jsonable_metadata
 from polydag.defs.partitions import lambda_partitions
 from polydag.defs.resources import PolydagStorage
 
@@ -94,11 +95,19 @@ class BaseModelConfig(Config):
         description="A local Hugging Face model directory (e.g. Qwen3-8B on a GPU box). "
         "Empty: build the small offline default from config and pretrain it here.",
     )
-    architecture: str = Field(default="llama", description="llama | qwen3 (offline default only)")
-    pretrain_steps: Optional[int] = Field(
-        default=None, description="Pretraining steps of the offline default (None: core default)."
-    )
+    architecture: str = Field(default="qwen3", description="qwen3 | llama (offline default only)")
+    # Sizes of the offline default; None keeps the core default (polydag.core.base_model).
+    vocab_size: Optional[int] = None
+    hidden_size: Optional[int] = None
+    intermediate_size: Optional[int] = None
+    num_layers: Optional[int] = None
+    num_heads: Optional[int] = None
+    num_kv_heads: Optional[int] = None
+    max_length: Optional[int] = None
+    pretrain_steps: Optional[int] = None
+    batch_size: Optional[int] = None
     seed: int = 0
+    device: str = "auto"
 
 
 @asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, op_tags=GPU_TAGS, pool="gpu")
@@ -110,29 +119,25 @@ def base_model(
 ) -> Output[pl.DataFrame]:
     """The causal LM every λ adapter starts from: a local checkpoint, or a tiny model
     built from config, with a tokenizer trained on the data, pretrained inside the pipeline."""
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from polydag.core import base_model as core
 
     if config.local_path:
         info = core.resolve_local_base_model(config.local_path)
     else:
-        cfg = core.BaseModelConfig(architecture=config.architecture, seed=config.seed)
-        if config.pretrain_steps is not None:
-            cfg = replace(cfg, pretrain_steps=config.pretrain_steps)
+        sizes = {k: v for k, v in config.model_dump().items() if v is not None and k != "local_path"}
+        cfg = core.BaseModelConfig(**sizes)
         train = reply_pairs.filter(pl.col("split") == "train")
-        texts = train["prompt"].unique(maintain_order=True).to_list() + train["reply"].to_list()
+        pairs = list(zip(train["prompt"].to_list(), train["reply"].to_list()))
         fingerprint = hashlib.sha256(
-            json.dumps([asdict(cfg), texts], sort_keys=True).encode()
+            json.dumps([asdict(cfg), pairs], sort_keys=True).encode()
         ).hexdigest()[:16]
         out_dir = storage.artifact_path("base_model", fingerprint)
-        info = core.build_default_base_model(texts, out_dir, cfg, logger=context.log)
-    row = {k: v for k, v in asdict(info).items()}
+        info = core.build_default_base_model(pairs, out_dir, cfg, logger=context.log)
+    row = asdict(info)
     row["path"] = str(row["path"])
-    return Output(
-        pl.DataFrame([row]),
-        metadata={k: MetadataValue.text(str(v)) if v is None else v for k, v in row.items()},
-    )
+    return Output(pl.DataFrame([row]), metadata=jsonable_metadata(row))
 
 
 class LoraTrainingConfig(Config):
@@ -258,17 +263,13 @@ def _checkpoint_row(key: str, cfg, result, base_row: dict) -> dict:
 
 
 def _checkpoint_metadata(table: pl.DataFrame) -> dict:
-    metadata: dict = {}
-    for row in table.iter_rows(named=True):
-        for field in _METADATA_FIELDS:
-            value = row.get(field)
-            metadata[f"λ={row['lambda_key']} {field}"] = (
-                MetadataValue.text("None") if value is None else value
-            )
-    metadata["summary"] = MetadataValue.md(
-        markdown_table(table, ["lambda_key", *_METADATA_FIELDS])
-    )
-    return metadata
+    metadata = {
+        f"λ={row['lambda_key']} {field}": row.get(field)
+        for row in table.iter_rows(named=True)
+        for field in _METADATA_FIELDS
+    }
+    metadata["summary"] = MetadataValue.md(markdown_table(table, ["lambda_key", *_METADATA_FIELDS]))
+    return jsonable_metadata(metadata)
 
 
 _METADATA_FIELDS = (

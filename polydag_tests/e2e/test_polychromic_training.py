@@ -1,0 +1,115 @@
+"""The training half for real through Dagster: reply pairs -> tiny base -> λ adapters, the
+live training log, the gradient gate, and bad input that leaves nothing half-written."""
+
+import pytest
+from dagster import instance_for_test
+from peft import PeftModel
+
+from polydag.core.base_model import load_model_and_tokenizer
+from polydag_tests.e2e.harness import TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("poly")
+    source = write_reply_pairs(data_dir / "pairs.jsonl")
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("lambda", ["0.0", "1.0"])
+        pipe = Pipeline(data_dir, instance)
+        config = {"reply_pairs": {"path": str(source), "max_test_prompts": 6},
+                  "base_model": TINY_BASE}
+        assert pipe.run(["reply_pairs", "base_model"], config).success
+        result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA},
+                          partition_range=("0.0", "1.0"))
+        yield pipe, config, result
+
+
+def test_each_lambda_trains_an_adapter_with_the_right_gradient_share(trained):
+    pipe, _, result = trained
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["lora_diversity_gradient_nonzero"] is True
+    shares = dict(pipe.sql(
+        "SELECT lambda_key, max(diversity_grad_share) FROM training_log GROUP BY 1").iter_rows())
+    assert shares["0.0"] == 0.0 and shares["1.0"] > 0.0
+    ckpts = pipe.sql("SELECT * FROM lora_checkpoints ORDER BY lambda_key")
+    assert ckpts["lambda_key"].to_list() == ["0.0", "1.0"]
+    assert ckpts["adapter_sha256"].n_unique() == 2
+    steps = pipe.sql("SELECT lambda_key, count(*) AS n, count(DISTINCT run_id) AS runs "
+                     "FROM training_log GROUP BY 1 ORDER BY 1")
+    assert steps["n"].to_list() == [TINY_LORA["max_steps"]] * 2 and steps["runs"].to_list() == [1, 1]
+
+
+def test_adapters_load_outside_polydag(trained):
+    pipe, _, _ = trained
+    row = pipe.sql("SELECT adapter_dir, base_model_path FROM lora_checkpoints "
+                   "WHERE lambda_key = '1.0'").row(0, named=True)
+    base, _ = load_model_and_tokenizer(row["base_model_path"])
+    model = PeftModel.from_pretrained(base, row["adapter_dir"])
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_lambda_zero_is_reproducible_bit_for_bit(trained):
+    pipe, _, _ = trained
+    before = pipe.sql("SELECT adapter_sha256 FROM lora_checkpoints WHERE lambda_key='0.0'").item()
+    assert pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA},
+                    partition_key="0.0").success
+    after = pipe.sql("SELECT adapter_sha256 FROM lora_checkpoints WHERE lambda_key='0.0'").item()
+    assert after == before
+    # the rerun's log replaced the old one: still one run's worth of rows
+    assert pipe.sql("SELECT count(*) FROM training_log WHERE lambda_key='0.0'").item() == \
+        TINY_LORA["max_steps"]
+
+
+def test_nan_loss_stops_the_partition_and_keeps_what_was_stored(trained):
+    pipe, _, _ = trained
+    before = pipe.sql("SELECT * FROM lora_checkpoints ORDER BY lambda_key")
+    log_before = pipe.sql("SELECT count(*) FROM training_log").item()
+    bad = dict(TINY_LORA, learning_rate=1e30)
+    result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": bad}, partition_key="1.0",
+                      raise_on_error=False)
+    assert not result.success
+    error = str([e for e in result.all_events if e.is_step_failure][0].step_failure_data.error)
+    assert "NonFiniteLossError" in error or "non-finite" in error.lower()
+    assert pipe.sql("SELECT * FROM lora_checkpoints ORDER BY lambda_key").equals(before)
+    assert pipe.sql("SELECT count(*) FROM training_log").item() == log_before
+
+
+def test_non_numeric_lambda_partition_fails_clearly_before_training(trained):
+    pipe, _, _ = trained
+    pipe.instance.add_dynamic_partitions("lambda", ["strong"])
+    result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA},
+                      partition_key="strong", raise_on_error=False)
+    assert not result.success
+    error = str([e for e in result.all_events if e.is_step_failure][0].step_failure_data.error)
+    assert "λ key 'strong' is not a number" in error
+    assert pipe.sql("SELECT count(*) FROM training_log WHERE lambda_key='strong'").item() == 0
+
+
+def test_unknown_lambda_key_is_refused_by_dagster(trained):
+    pipe, _, _ = trained
+    with pytest.raises(Exception, match="5.0"):
+        pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA}, partition_key="5.0")
+
+
+def test_missing_local_model_path_is_a_clear_error(trained):
+    pipe, config, _ = trained
+    before = pipe.sql("SELECT * FROM base_model")
+    result = pipe.run(["base_model"], {"base_model": {"local_path": "/nonexistent/Qwen3-8B"}},
+                      raise_on_error=False)
+    assert not result.success
+    error = str([e for e in result.all_events if e.is_step_failure][0].step_failure_data.error)
+    assert "/nonexistent/Qwen3-8B" in error
+    assert pipe.sql("SELECT * FROM base_model").equals(before)
+
+
+def test_config_weight_that_contradicts_the_partition_is_refused(trained):
+    pipe, _, _ = trained
+    result = pipe.run(["lora_checkpoints"],
+                      {"lora_checkpoints": dict(TINY_LORA, diversity_weight=2.0)},
+                      partition_key="1.0", raise_on_error=False)
+    assert not result.success
+    error = str([e for e in result.all_events if e.is_step_failure][0].step_failure_data.error)
+    assert "diversity_weight=2.0" in error
