@@ -2,11 +2,13 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from dagster import AssetKey, AssetSelection
 
 from polydag.definitions import build_defs
 
+REPO = Path(__file__).resolve().parents[2]
 EXPECTED_ASSETS = {
     "reply_pairs", "base_model", "lora_checkpoints", "generations", "metrics",
     "metrics_summary", "comparison", "verdict", "problems", "codi_model", "step_importance",
@@ -56,3 +58,13 @@ def test_plain_api_imports_without_dagster():
             "import polydag.core.lambdas, polydag.core.tables; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr
+
+
+def test_shipped_experiment_yamls_are_valid_run_config(tmp_path):
+    import yaml
+    from dagster._core.execution.validate_run_config import validate_run_config
+
+    job = build_defs(tmp_path).resolve_implicit_global_asset_job_def()
+    for path in sorted((REPO / "config" / "experiments").glob("*.yaml")):
+        validate_run_config(job, yaml.safe_load(path.read_text()))  # raises on any bad key
+
