@@ -2,6 +2,10 @@
 
 Their evaluation swallowed a missing-NLTK-data exception and reported 0.0 for every diversity
 metric. A metric column that is all zero, NaN, or outside its range for a λ is never a result.
+
+A single prompt's value may legitimately be undefined (NaN): Self-BLEU of one sample, Distinct-2
+when every sample is one token long. Metrics never turn that into 0.0. The audit tolerates such
+prompts up to ``MAX_UNDEFINED_FRACTION`` of a λ; more than that is a broken metric, not data.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ METRIC_RANGES = {
     "semantic_diversity": (0.0, 2.0),
     "vendi": (1.0, None),
 }
+MAX_UNDEFINED_FRACTION = 0.1
 
 
 def diversity_metric_problems(metrics: pl.DataFrame) -> list[str]:
@@ -32,8 +37,11 @@ def diversity_metric_problems(metrics: pl.DataFrame) -> list[str]:
                 n_zero=(~bad & (value == 0)).sum(),
                 n_out=(~bad & ((value < lower) | (value > upper_expr))).sum(),
             ).row(0, named=True)
-            if stats["n_nan"]:
-                problems.append(f"λ={key} {column}: {stats['n_nan']} NaN or missing value(s)")
+            if stats["n_nan"] > MAX_UNDEFINED_FRACTION * group.height or not stats["n_finite"]:
+                problems.append(
+                    f"λ={key} {column}: {stats['n_nan']} of {group.height} values are NaN or "
+                    "missing"
+                )
             if stats["n_finite"] and stats["n_zero"] == stats["n_finite"] and column != "vendi":
                 problems.append(f"λ={key} {column}: all {stats['n_finite']} values are 0")
             if stats["n_out"]:
