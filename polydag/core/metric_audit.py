@@ -10,6 +10,8 @@ prompts up to ``MAX_UNDEFINED_FRACTION`` of a λ; more than that is a broken met
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 # (lower, upper) bounds of each per-prompt metric; vendi is bounded by the number of samples.
@@ -55,7 +57,7 @@ def diversity_metric_problems(metrics: pl.DataFrame) -> list[str]:
 def pass_at_k_ceilings(summary: pl.DataFrame, threshold: float = 0.95) -> list[str]:
     """pass@k at or above ``threshold``: the task or the quality checker is too easy."""
     found = []
-    for column in [c for c in summary.columns if c.startswith("pass_at_")]:
+    for column in [c for c in summary.columns if re.fullmatch(r"pass_at_\d+", c)]:
         for key, value in summary.select("lambda_key", column).iter_rows():
             if value is not None and value >= threshold:
                 found.append(f"λ={key} {column} = {value:.3f} ≥ {threshold}")
