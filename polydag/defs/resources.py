@@ -28,6 +28,11 @@ class PolydagStorage(ConfigurableResource):
     def artifacts_dir(self) -> Path:
         return Path(self.data_dir) / "artifacts"
 
+    @property
+    def embedding_cache_dir(self) -> Path:
+        """Sentence embeddings by text hash: the quality checker and metrics share them."""
+        return Path(self.data_dir) / "cache" / "embeddings"
+
     def artifact_path(self, *parts: str) -> Path:
         path = self.artifacts_dir.joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
