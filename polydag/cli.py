@@ -4,7 +4,11 @@
   partitions; the UI's "Add partition" button does the same, and both are validated).
 * ``polydag sweep step-importance`` materializes the problem partitions that are missing, in
   ranged runs of the asset's backfill-policy size (resumable after a crash).
-* ``polydag verdict`` and ``polydag sql`` read the results database.
+* ``polydag verdict`` and ``polydag sql`` read the results database (read-only, short-lived
+  connections that wait while a run writes and never make a run fail); ``polydag tables``
+  lists its tables with their documented columns.
+* ``polydag doctor`` checks this machine (torch/CUDA, GPU memory, disk, offline models and
+  tokenizers, DuckDB, DAGSTER_HOME, model paths) and estimates the sweep's duration.
 
 DAGSTER_HOME defaults to ``data/dagster_home`` so that everything lands in one instance.
 """
@@ -83,6 +87,73 @@ def cmd_verdict(args) -> int:
     return 0
 
 
+def cmd_sql(args) -> int:
+    from polydag.core.duck import DuckDBBusyError
+    from polydag.core.sql import SqlError, pick_format, run_query, write_result
+
+    try:
+        fmt = pick_format(args.format, args.out)
+        if fmt == "parquet" and args.out is None:
+            raise ValueError("parquet is binary: give a file with --out result.parquet")
+        frame = run_query(args.query, args.db, timeout_s=args.timeout)
+        write_result(frame, fmt, args.out, max_rows=args.max_rows)
+    except (SqlError, ValueError, FileNotFoundError, DuckDBBusyError) as exc:
+        print(f"polydag sql: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    if args.out is not None:
+        print(f"wrote {frame.height} rows to {args.out} ({fmt})", file=sys.stderr)
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from pathlib import Path
+
+    from polydag.core.duck import DuckDBBusyError
+    from polydag.core.sql import describe_tables, list_tables
+
+    db_path = Path(args.db) if args.db else paths.duckdb_path()
+    try:
+        print(describe_tables(list_tables(db_path, timeout_s=args.timeout), db_path))
+    except DuckDBBusyError as exc:
+        print(f"polydag tables: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _lambda_count() -> int:
+    """How many λ partitions the sweep has (from DAGSTER_HOME's instance), else 4 (the
+    researchers' 0, 0.3, 1, 2)."""
+    home = os.environ.get("DAGSTER_HOME")
+    if home and os.path.isfile(os.path.join(home, "dagster.yaml")):
+        from dagster import DagsterInstance
+
+        from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME
+
+        with DagsterInstance.from_config(home) as instance:
+            keys = instance.get_dynamic_partitions(LAMBDA_PARTITIONS_NAME)
+        if keys:
+            return len(keys)
+    return 4
+
+
+def cmd_doctor(args) -> int:
+    from polydag.core import doctor
+
+    n_lambdas = args.lambdas or _lambda_count()
+    results = doctor.run_preflight(
+        base_model=args.base_model,
+        codi_checkpoint=args.codi_checkpoint,
+        embedding_model=args.embedding_model,
+        db_path=args.db,
+        require_gpu=args.require_gpu,
+        deep=args.deep,
+        estimate=not args.no_estimate,
+        n_lambdas=n_lambdas,
+    )
+    print(doctor.results_as_json(results) if args.json else doctor.format_results(results))
+    return 1 if any(r.status == doctor.FAIL for r in results) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="polydag", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +173,38 @@ def main(argv: list[str] | None = None) -> int:
 
     verdict = sub.add_parser("verdict", help="print the verdict table")
     verdict.set_defaults(func=cmd_verdict)
+
+    sql = sub.add_parser("sql", help="query the results database (read-only)")
+    sql.add_argument("query", help='SQL, e.g. "SELECT * FROM metrics_summary"')
+    sql.add_argument("--format", choices=["table", "csv", "json", "parquet"], default=None,
+                     help="output format (default: from --out's suffix, else table)")
+    sql.add_argument("--out", default=None, help="write to this file instead of stdout")
+    sql.add_argument("--db", default=None, help="database file (default: data/polydag.duckdb)")
+    sql.add_argument("--timeout", type=float, default=60.0,
+                     help="seconds to wait while a run holds the database (default 60)")
+    sql.add_argument("--max-rows", type=int, default=1000,
+                     help="rows shown by --format table (default 1000; files get all)")
+    sql.set_defaults(func=cmd_sql)
+
+    tables = sub.add_parser("tables", help="list the tables and their documented columns")
+    tables.add_argument("--db", default=None, help="database file (default: data/polydag.duckdb)")
+    tables.add_argument("--timeout", type=float, default=60.0)
+    tables.set_defaults(func=cmd_tables)
+
+    doctor = sub.add_parser("doctor", help="check this machine and estimate the sweep's time")
+    doctor.add_argument("--base-model", default=None, help="local base model directory to check")
+    doctor.add_argument("--codi-checkpoint", default=None, help="CODI checkpoint directory to check")
+    doctor.add_argument("--embedding-model", default=None,
+                        help="sentence-transformers directory (default: the packaged MiniLM)")
+    doctor.add_argument("--db", default=None, help="database file (default: data/polydag.duckdb)")
+    doctor.add_argument("--require-gpu", action="store_true", help="no GPU is a failure")
+    doctor.add_argument("--deep", action="store_true",
+                        help="also load the embedding model and encode a sentence (~12 s)")
+    doctor.add_argument("--no-estimate", action="store_true", help="skip the sweep estimate")
+    doctor.add_argument("--lambdas", type=int, default=None,
+                        help="λ values in the sweep (default: the registered λ partitions)")
+    doctor.add_argument("--json", action="store_true", help="print the results as JSON")
+    doctor.set_defaults(func=cmd_doctor)
 
     args = parser.parse_args(argv)
     return args.func(args)
