@@ -32,6 +32,7 @@ def connect(
     *,
     read_only: bool = False,
     timeout_s: float = 60.0,
+    config: dict | None = None,
 ) -> Iterator["duckdb.DuckDBPyConnection"]:  # noqa: F821
     """Open ``path`` for one short piece of work, retrying while another process holds it."""
     import duckdb
@@ -48,7 +49,7 @@ def connect(
     delay = 0.05
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=config or {})
             break
         except duckdb.Error as exc:  # IOException on lock conflicts
             if not _is_lock_error(exc) or time.monotonic() >= deadline:

@@ -6,6 +6,9 @@ It is dagster-duckdb-polars' IO manager with two changes, each for a failure we 
   ones in autocommit mode, so a failed insert (a changed column, a crash) leaves the partition
   deleted. Here the delete and the insert run in one transaction: a failure rolls back and the
   rows that were stored stay stored.
+* **Patient connections.** Upstream gives up after ~11 connect attempts (~100 s) while another
+  process holds the file; a busy reader loop could starve a run's final write. Connections go
+  through ``polydag.core.duck.connect``, which keeps retrying with jitter for minutes.
 * **Loading across duckdb versions.** dagster-duckdb-polars 0.29 loads with
   ``DuckDBPyConnection.arrow()``, which duckdb 2.0 removed. We load with ``.pl()``, which both
   duckdb 1.x and 2.x provide. (``pyproject.toml`` still pins duckdb<2 because other parts of
@@ -22,18 +25,27 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 
+from polydag.core import duck
+
+
+WRITE_LOCK_TIMEOUT_S = 600.0
+
 
 class TransactionalDuckDbClient(DuckDbClient):
     @staticmethod
     @contextmanager
     def connect(context, table_slice):
-        with DuckDbClient.connect(context, table_slice) as conn:
+        config = context.resource_config
+        with duck.connect(
+            config["database"],
+            timeout_s=WRITE_LOCK_TIMEOUT_S,
+            config=dict(config.get("connection_config") or {}),
+        ) as conn:
             conn.execute("BEGIN TRANSACTION")
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
-                conn.close()
                 raise
             conn.execute("COMMIT")
 
