@@ -106,6 +106,10 @@ def pairwise_distances(texts: Sequence[str], metric: str, *, embedder=None) -> n
     elif metric == "bleu":
         bleu = _bleu()
         for i, j in itertools.combinations(range(n), 2):
+            if texts[i] == texts[j]:
+                # identical samples are not diverse, but sacrebleu scores an empty or
+                # one-token pair 0, which would read as maximal distance
+                continue
             s = bleu.sentence_score(texts[i], [texts[j]]).score + bleu.sentence_score(texts[j], [texts[i]]).score
             dist[i, j] = dist[j, i] = 1.0 - s / 200.0
     else:  # distinct

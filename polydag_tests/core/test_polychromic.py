@@ -173,3 +173,11 @@ def test_surrogate_detaches_advantages_and_checks_shapes():
     assert adv.grad is None and torch.equal(lp.grad, torch.tensor([-1.0, 1.0, 0.0]))
     with pytest.raises(ValueError, match="differ in shape"):
         diversity_surrogate_loss(adv, lp[:2], 1.0, 1)
+
+
+def test_identical_short_samples_have_zero_bleu_distance():
+    from polydag.core.polychromic import pairwise_distances
+
+    dist = pairwise_distances(["", "", "ok", "ok"], "bleu")
+    assert dist[0, 1] == 0.0 and dist[2, 3] == 0.0
+    assert dist[0, 2] == 1.0
