@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from dagster import AssetKey, DagsterInstance, execute_job, reconstructable
+from dagster import AssetKey, DagsterInstance, execute_job
+from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -25,10 +26,11 @@ STEP_IMPORTANCE = AssetKey("step_importance")
 
 
 def polydag_asset_job():
-    """Module-level factory so the job is reconstructable (as the CLI's is)."""
-    from polydag.definitions import defs
+    """The code location's asset job, reconstructable the way the CLI loads it (by module)."""
+    from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
 
-    return defs.resolve_implicit_global_asset_job_def()
+    repository = ReconstructableRepository.for_module("polydag.definitions", "defs", None)
+    return repository.get_reconstructable_job(IMPLICIT_ASSET_JOB_NAME)
 
 
 def contiguous_ranges(ordered: list[str], wanted: set[str], max_len: int) -> list[list[str]]:
@@ -95,7 +97,7 @@ def sweep_step_importance(
     done = instance.get_materialized_partitions(STEP_IMPORTANCE)
     missing = {key for key in ordered if key not in done}
     result = SweepResult(n_registered=len(ordered), n_already_done=len(ordered) - len(missing))
-    job = reconstructable(polydag_asset_job)
+    job = polydag_asset_job()
     for keys in contiguous_ranges(ordered, missing, problems_per_run or PROBLEMS_PER_RUN):
         started = time.monotonic()
         with execute_job(

@@ -14,17 +14,14 @@ from polydag.defs.step_importance.assets import step_importance
 
 
 def null_control_mismatches(rows: pl.DataFrame) -> pl.DataFrame:
-    """Problems whose null-control answer differs from their baseline answer."""
-    baseline = rows.filter(pl.col("scheme") == "baseline").select(
-        "problem_id", baseline_answer="predicted"
-    )
-    null = rows.filter(pl.col("scheme") == "null").select("problem_id", null_answer="predicted")
-    joined = baseline.join(null, on="problem_id", how="full", coalesce=True)
-    return joined.filter(
-        pl.col("baseline_answer").is_null()
-        | pl.col("null_answer").is_null()
-        | (pl.col("baseline_answer") != pl.col("null_answer"))
-    )
+    """(problem, protocol) pairs whose null-control output differs from the baseline's, or
+    that lack one of the two rows. The full decoded text is compared, not just the number."""
+    keys = ["problem_id", "protocol"]
+    baseline = rows.filter(pl.col("scheme") == "baseline").select(*keys, baseline_text="answer_text")
+    null = rows.filter(pl.col("scheme") == "null").select(*keys, null_text="answer_text")
+    joined = baseline.join(null, on=keys, how="full", coalesce=True, nulls_equal=True)
+    missing = pl.col("baseline_text").is_null() & pl.col("null_text").is_null()
+    return joined.filter(missing | ~pl.col("baseline_text").eq_missing(pl.col("null_text")))
 
 
 @asset_check(
@@ -39,7 +36,7 @@ def null_control_matches_baseline(
     keys = list(context.partition_keys)
     with duckdb.get_connection() as con:
         rows = con.execute(
-            "SELECT problem_id, scheme, predicted FROM step_importance "
+            "SELECT problem_id, protocol, scheme, answer_text FROM step_importance "
             "WHERE scheme IN ('baseline', 'null') AND problem_id IN (SELECT unnest(?))",
             [keys],
         ).pl()
