@@ -18,11 +18,13 @@ from dagster import (
 # would only be noise on every CLI call.
 warnings.filterwarnings("ignore", category=BetaWarning)
 
+from polydag.defs.automation import build_fill_schedule
 from polydag.defs.evaluation import assets as evaluation_assets
 from polydag.defs.evaluation import checks as evaluation_checks
 from polydag.defs.polychromic import assets as polychromic_assets
 from polydag.defs.polychromic import checks as polychromic_checks
 from polydag.defs.resources import build_resources
+from polydag.defs.sensors import SENSORS
 from polydag.defs.step_importance import assets as step_assets
 from polydag.defs.step_importance import checks as step_checks
 
@@ -31,10 +33,14 @@ CHECK_MODULES = [polychromic_checks, evaluation_checks, step_checks]
 
 
 def build_defs(data_dir=None) -> Definitions:
+    assets = load_assets_from_modules(ASSET_MODULES)
     return Definitions(
-        assets=load_assets_from_modules(ASSET_MODULES),
+        assets=assets,
         asset_checks=load_asset_checks_from_modules(CHECK_MODULES),
         resources=build_resources(data_dir),
+        sensors=SENSORS,
+        # nightly fill of missing or stale partitions in ranged runs (STOPPED until turned on)
+        schedules=[build_fill_schedule(assets)],
         # One process per run: steps share the loaded torch and the 2-core machine; the GPU
         # launcher isolates runs from each other instead.
         executor=in_process_executor,

@@ -3,6 +3,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh || exit 1
+# Headless Chromium for the UI test (polydag_tests/ops/test_ui_browser.py); without it that
+# test skips with the reason. Idempotent, quiet, and never fatal.
+command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || true
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 python3 -m pytest "$@"
 rc=$?

@@ -133,6 +133,35 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "workshop_met": "every workshop bar met",
         "main_conference_met": "every main-conference bar met",
     },
+    "alerts": {
+        "alert_id": "hash of (source, kind, run_id, lambda_key, subject): one row per distinct alert",
+        "seq": "increasing insertion sequence",
+        "created_at": "when the sensor stored the alert",
+        "source": "training (from training_log) | evaluation (from comparison/metrics_summary)",
+        "kind": "nonfinite | diversity_floor | diversity_drop | grad_share_zero | "
+                "combined_not_below_quality | diversity_worse | pass_at_k_collapse "
+                "(see polydag.core.collapse)",
+        "lambda_key": "λ partition key the alert is about",
+        "run_id": "training run that logged the rows, or the run that materialized comparison",
+        "step": "training step of the flagged window's end (null for evaluation alerts)",
+        "value": "the flagged quantity (window mean, relative drop, grad share, p_holm, rel change)",
+        "threshold": "the configured threshold it crossed",
+        "message": "human-readable explanation",
+        "details": "JSON with the extra numbers (metric, early/window means, ...)",
+    },
+    "costs": {
+        "run_id": "Dagster run of the materialization",
+        "asset": "asset key (e.g. lora_checkpoints)",
+        "partition_keys": "JSON list of the partition keys the step materialized ([] if unpartitioned)",
+        "device": "device it ran on: cpu | cuda | cuda:N",
+        "n_devices": "devices the step held",
+        "wall_s": "wall seconds of the step",
+        "device_hours": "wall_s / 3600 × n_devices",
+        "gpu_hours": "device_hours on a GPU, 0 on the CPU",
+        "price_per_hour": "configured USD per device-hour (CostModel cpu_hour_usd or gpu_hour_usd)",
+        "cost_usd": "device_hours × price_per_hour (an estimate)",
+        "recorded_at": "when the row was written (UTC)",
+    },
 }
 
 # Tables whose column descriptions are still to be written (the lead fills these in).
@@ -141,8 +170,6 @@ UNDOCUMENTED_TABLES = (
     "codi_model",
     "step_importance",
     "step_importance_summary",
-    "alerts",
-    "costs",
 )
 
 
