@@ -76,14 +76,46 @@ def cmd_sweep(args) -> int:
     return 0 if result.success else 1
 
 
-def cmd_verdict(args) -> int:
+VERDICT_COLUMNS = (
+    "lambda_key", "distinct_2_rel_change", "distinct_2_p", "self_bleu_rel_change", "self_bleu_p",
+    "pass_at_10_rel_change", "pass_at_1_similar", "workshop_met", "main_conference_met",
+)
+STEP_SUMMARY_COLUMNS = ("protocol", "scheme", "mode", "site", "position", "n", "importance",
+                        "importance_lo", "importance_hi", "flip_rate")
+
+
+def _read(query: str):
     from polydag.core.duck import connect
 
     with connect(paths.duckdb_path(), read_only=True) as con:
-        frame = con.execute("SELECT * FROM verdict ORDER BY diversity_weight").pl()
+        return con.execute(query).pl()
+
+
+def cmd_verdict(args) -> int:
+    """The verdict per λ (the headline columns; `polydag sql 'SELECT * FROM verdict'` has all)."""
+    from polydag.core.costs import total_sweep_cost
     from polydag.core.tables import markdown_table
 
-    print(markdown_table(frame))
+    frame = _read("SELECT * FROM verdict ORDER BY diversity_weight")
+    print(markdown_table(frame, [c for c in VERDICT_COLUMNS if c in frame.columns]))
+    cost = total_sweep_cost(paths.duckdb_path())
+    print(f"\nsweep cost so far: ${cost['cost_usd']:.4f} ({cost['device_hours']:.3f} device-hours, "
+          f"{cost['gpu_hours']:.3f} GPU-hours, {cost['n_records']} heavy materializations)")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    """Step importance by position (and the baseline and null-control lines)."""
+    from polydag.core.tables import markdown_table
+
+    frame = _read("SELECT * FROM step_importance_summary")
+    for view in ("baseline", "null_control"):
+        part = frame.filter(frame["view"] == view)
+        shown = [c for c in part.columns if c != "view" and part[c].null_count() < part.height]
+        print(f"{view}:\n{markdown_table(part, shown)}\n")
+    by_position = frame.filter(frame["view"] == "by_position")
+    print("importance by position (share of baseline-correct problems the ablation broke):")
+    print(markdown_table(by_position, [c for c in STEP_SUMMARY_COLUMNS if c in by_position.columns]))
     return 0
 
 
@@ -171,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="problems per ranged run (default: the asset's backfill policy)")
     sweep.set_defaults(func=cmd_sweep)
 
-    verdict = sub.add_parser("verdict", help="print the verdict table")
+    verdict = sub.add_parser("verdict", help="print the verdict table and the sweep's cost")
     verdict.set_defaults(func=cmd_verdict)
+
+    summary = sub.add_parser("summary", help="print a summary table")
+    summary.add_argument("target", choices=["step-importance"])
+    summary.set_defaults(func=cmd_summary)
 
     sql = sub.add_parser("sql", help="query the results database (read-only)")
     sql.add_argument("query", help='SQL, e.g. "SELECT * FROM metrics_summary"')

@@ -20,9 +20,11 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from polydag.core.lambdas import BASELINE_LAMBDA_KEY, lambda_value
+from polydag.core.jsonable import to_jsonable
 from polydag.core.tables import markdown_table
 from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME, lambda_partitions
 from polydag.defs.polychromic.assets import GPU_TAGS
+from polydag.defs.costs import CostModel
 from polydag.defs.resources import PolydagStorage
 
 GROUP = "evaluation"
@@ -115,6 +117,7 @@ def generations(
     context: AssetExecutionContext,
     config: GenerationSettings,
     storage: PolydagStorage,
+    cost_model: CostModel,
     duckdb: DuckDBResource,
     reply_pairs: pl.DataFrame,
     lora_checkpoints: pl.DataFrame,
@@ -210,9 +213,11 @@ def generations(
         )
     table = pl.concat(frames, how="vertical_relaxed")
     pass_rates = table.group_by("lambda_key").agg(pl.col("passed").mean()).sort("lambda_key")
+    costs = cost_model.record(context, storage, device=resolve_device(config.device))
     return Output(
         table,
         metadata={
+            **costs,
             "n_rows": table.height,
             "n_prompts": prompts.height,
             "reused_partitions": ", ".join(reused) or "none",
@@ -353,6 +358,7 @@ def verdict(
     metrics_summary: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
     """Which of the researchers' workshop and main-conference bars each λ meets."""
+    from polydag.core.costs import total_sweep_cost
     from polydag.core.metrics import plot_comparison, verdict as build_verdict, verdict_markdown
 
     thresholds = config.thresholds()
@@ -360,9 +366,14 @@ def verdict(
     plot_path = storage.artifact_path("plots", "verdict.png")
     plot_comparison(metrics_summary, comparison, plot_path)
     encoded = base64.b64encode(Path(plot_path).read_bytes()).decode()
+    cost = total_sweep_cost(storage.duckdb_path)
     return Output(
         table,
         metadata={
+            "sweep_cost_usd": cost["cost_usd"],
+            "sweep_device_hours": cost["device_hours"],
+            "sweep_gpu_hours": cost["gpu_hours"],
+            "sweep_cost_by_asset": MetadataValue.json(to_jsonable(cost["by_asset"])),
             "verdict": MetadataValue.md(verdict_markdown(table, thresholds)),
             "plot": MetadataValue.md(f"![λ against each metric](data:image/png;base64,{encoded})"),
             "plot_path": MetadataValue.path(str(plot_path)),

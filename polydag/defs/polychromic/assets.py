@@ -27,6 +27,7 @@ from polydag.core.lambdas import lambda_value
 from polydag.core.tables import markdown_table
 from polydag.defs.metadata import jsonable_metadata
 from polydag.defs.partitions import lambda_partitions
+from polydag.defs.costs import CostModel
 from polydag.defs.resources import PolydagStorage
 
 GPU_TAGS = {"polydag/gpu": "1"}
@@ -115,6 +116,7 @@ def base_model(
     context: AssetExecutionContext,
     config: BaseModelConfig,
     storage: PolydagStorage,
+    cost_model: CostModel,
     reply_pairs: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
     """The causal LM every λ adapter starts from: a local checkpoint, or a tiny model
@@ -137,7 +139,8 @@ def base_model(
         info = core.build_default_base_model(pairs, out_dir, cfg, logger=context.log)
     row = asdict(info)
     row["path"] = str(row["path"])
-    return Output(pl.DataFrame([row]), metadata=jsonable_metadata(row))
+    costs = cost_model.record(context, storage, device=info.device)
+    return Output(pl.DataFrame([row]), metadata=jsonable_metadata({**row, **costs}))
 
 
 class LoraTrainingConfig(Config):
@@ -205,6 +208,7 @@ def lora_checkpoints(
     context: AssetExecutionContext,
     config: LoraTrainingConfig,
     storage: PolydagStorage,
+    cost_model: CostModel,
     reply_pairs: pl.DataFrame,
     base_model: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
@@ -247,7 +251,8 @@ def lora_checkpoints(
     training_log.commit_runs(storage.duckdb_path, run_id, keys)
 
     table = pl.DataFrame(rows)
-    return Output(table, metadata=_checkpoint_metadata(table))
+    costs = cost_model.record(context, storage, device=rows[-1]["device"])
+    return Output(table, metadata={**_checkpoint_metadata(table), **jsonable_metadata(costs)})
 
 
 def _checkpoint_row(key: str, cfg, result, base_row: dict) -> dict:

@@ -26,6 +26,8 @@ from polydag.core import paths
 from polydag.core.tables import markdown_table
 from polydag.defs.partitions import PROBLEM_PARTITIONS_NAME, problem_partitions
 from polydag.defs.polychromic.assets import GPU_TAGS, _file_sha256
+from polydag.defs.costs import CostModel
+from polydag.defs.metadata import jsonable_metadata
 from polydag.defs.resources import PolydagStorage
 
 GROUP = "step_importance"
@@ -92,6 +94,7 @@ def codi_model(
     context: AssetExecutionContext,
     config: CodiModelConfig,
     storage: PolydagStorage,
+    cost_model: CostModel,
     problems: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
     """The continuous-thought model: a user's CODI checkpoint (strict key check), or a small
@@ -119,11 +122,11 @@ def codi_model(
             seed=config.seed,
             logger=context.log,
         )
+    from polydag.core.base_model import resolve_device
+
     row = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(info).items()}
-    return Output(
-        pl.DataFrame([row]),
-        metadata={k: MetadataValue.text("None") if v is None else v for k, v in row.items()},
-    )
+    costs = cost_model.record(context, storage, device=resolve_device("auto"))
+    return Output(pl.DataFrame([row]), metadata=jsonable_metadata({**row, **costs}))
 
 
 class StepImportanceConfig(Config):
@@ -152,6 +155,8 @@ class StepImportanceConfig(Config):
 def step_importance(
     context: AssetExecutionContext,
     config: StepImportanceConfig,
+    storage: PolydagStorage,
+    cost_model: CostModel,
     problems: pl.DataFrame,
     codi_model: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
@@ -180,10 +185,14 @@ def step_importance(
         device=config.device,
         logger=context.log,
     )
+    from polydag.core.base_model import resolve_device
+
     baseline = rows.filter(pl.col("scheme") == "baseline")
+    costs = cost_model.record(context, storage, device=resolve_device(config.device))
     return Output(
         rows,
         metadata={
+            **costs,
             "n_problems": selected.height,
             "n_rows": rows.height,
             "baseline_accuracy": float(baseline["correct"].mean()),
