@@ -330,8 +330,9 @@ def test_pure_flags_need_enough_steps_and_reject_bad_thresholds():
 
 @pytest.mark.e2e
 def test_a_real_training_run_with_identical_samples_raises_an_alert(tmp_path, instance):
-    """temperature 1e-3 makes the N samples of a prompt identical: every leave-one-out
-    advantage is zero, so at λ = 1 the diversity term has no gradient and adds nothing."""
+    """temperature 1e-3 makes the N samples of a prompt identical: their set diversity is 0
+    (under the floor), every leave-one-out advantage is zero, so at λ = 1 the diversity term
+    has no gradient and adds nothing."""
     from polydag_tests.e2e.harness import TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
 
     source = write_reply_pairs(tmp_path / "pairs.jsonl")
@@ -347,7 +348,7 @@ def test_a_real_training_run_with_identical_samples_raises_an_alert(tmp_path, in
     data = _tick(training_collapse_sensor, instance, None,
                  build_resources(tmp_path))
     alerts = pipe.sql("SELECT * FROM alerts ORDER BY kind")
-    assert set(alerts["kind"]) == {GRAD_SHARE_ZERO, COMBINED_NOT_BELOW_QUALITY}
+    assert set(alerts["kind"]) == {GRAD_SHARE_ZERO, COMBINED_NOT_BELOW_QUALITY, DIVERSITY_FLOOR}
     assert set(alerts["run_id"]) == {run_id} and set(alerts["lambda_key"]) == {"1.0"}
     assert data.cursor == str(pipe.sql("SELECT max(seq) FROM training_log").item())
     assert {e.partition for e in data.asset_events} == {"1.0"}
