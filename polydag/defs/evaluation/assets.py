@@ -21,6 +21,7 @@ from pydantic import Field
 
 from polydag.core.lambdas import BASELINE_LAMBDA_KEY, lambda_value
 from polydag.core.jsonable import to_jsonable
+from polydag.core.cpu_threads import configure_torch_threads
 from polydag.core.tables import markdown_table
 from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME, lambda_partitions
 from polydag.defs.polychromic.assets import GPU_TAGS
@@ -134,6 +135,8 @@ def generations(
     )
     from polydag.core.prompting import format_prompt
     from polydag.core.quality import check_replies
+
+    configure_torch_threads()
 
     gen_cfg, quality_cfg = config.generation_config(), config.quality_config()
     prompts = _test_prompts(reply_pairs)
@@ -281,6 +284,8 @@ def metrics(
     n_samples and n_passed, over that prompt's samples."""
     from polydag.core.embeddings import load_embedder
     from polydag.core.metrics import per_prompt_metrics, self_bleu_signature
+
+    configure_torch_threads()
 
     _check_coverage(context, generations, lora_checkpoints)
     embedder = load_embedder(

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from polydag.core import paths
 from polydag.core.lambdas import lambda_value
+from polydag.core.cpu_threads import configure_torch_threads
 from polydag.core.tables import markdown_table
 from polydag.defs.metadata import jsonable_metadata
 from polydag.defs.partitions import lambda_partitions
@@ -125,6 +126,8 @@ def base_model(
 
     from polydag.core import base_model as core
 
+    configure_torch_threads()
+
     if config.local_path:
         info = core.resolve_local_base_model(config.local_path)
     else:
@@ -217,6 +220,8 @@ def lora_checkpoints(
     ``data/artifacts/lora/<λ>/<sha>``; this table records where, and how training went."""
     from polydag.core import training_log
     from polydag.core.lora_training import train_lora_adapter
+
+    configure_torch_threads()
 
     keys = list(context.partition_keys)
     cfgs = {key: config.to_core(key) for key in keys}  # every key validated before any work

@@ -23,6 +23,7 @@ from dagster import (
 from pydantic import Field
 
 from polydag.core import paths
+from polydag.core.cpu_threads import configure_torch_threads
 from polydag.core.tables import markdown_table
 from polydag.defs.partitions import PROBLEM_PARTITIONS_NAME, problem_partitions
 from polydag.defs.polychromic.assets import GPU_TAGS, _file_sha256
@@ -104,6 +105,8 @@ def codi_model(
 
     from polydag.core.codi import api as codi
 
+    configure_torch_threads()
+
     if config.checkpoint_dir:
         info = codi.register_checkpoint(
             config.checkpoint_dir,
@@ -163,6 +166,8 @@ def step_importance(
     """Per problem: the baseline answer, the null control and every ablation variant, all
     through one batched engine; correctness, flips, gold log-prob and KL to the baseline."""
     from polydag.core.codi import api as codi
+
+    configure_torch_threads()
 
     keys = list(context.partition_keys)
     selected = problems.filter(pl.col("problem_id").is_in(keys))
