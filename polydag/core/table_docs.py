@@ -162,15 +162,61 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "cost_usd": "device_hours × price_per_hour (an estimate)",
         "recorded_at": "when the row was written (UTC)",
     },
+    "problems": {
+        "problem_id": "stable id: the record's own id, else p + 10 hex of sha256(question)",
+        "question": "problem text",
+        "answer": "gold answer, normalized number as text (commas removed, 7.0 -> 7)",
+        "n_steps": "number of <<expr=result>> annotations (else non-empty solution lines)",
+        "n_lines": "non-empty solution lines before ####",
+        "difficulty": "bucket of n_steps: <=2, 3, 4, 5+",
+    },
+    "codi_model": {
+        "kind": "default (trained in the pipeline) or checkpoint (a CODI checkpoint)",
+        "path": "checkpoint directory (CODI key layout)",
+        "base_model_path": "directory of the base model's config and tokenizer",
+        "lora_r": "LoRA rank",
+        "lora_alpha": "LoRA alpha",
+        "target_modules": "comma-separated LoRA target modules",
+        "prj_dim": "projection width",
+        "num_latent": "latent thoughts per question",
+        "sha256": "sha256 of the weights file",
+        "n_params": "parameters of the whole model",
+        "heldout_accuracy": "baseline accuracy on held-out problems (default model only)",
+        "chance_accuracy": "accuracy of always answering the most common answer",
+        "*": "training details of the default model (steps, wall time, accuracies)",
+    },
+    "step_importance": {
+        "problem_id": "the problem (the partition key)",
+        "variant": "stable id of the ablation variant",
+        "protocol": "polydag, or researchers (compat_researchers rows)",
+        "scheme": "baseline | null | prefix | single",
+        "mode": "zero | mean | resample",
+        "site": "input | layer:L",
+        "position": "thought position of the variant (-1 for baseline and null)",
+        "ablated_positions": "comma-separated positions ablated",
+        "partner_id": "problem whose thoughts were used (resample)",
+        "answer_text": "decoded answer text",
+        "predicted": "the number extracted CODI's way (last number, commas removed)",
+        "gold": "gold answer",
+        "correct": "predicted equals gold",
+        "baseline_correct": "the baseline row of this problem was correct",
+        "flipped": "correctness differs from the baseline",
+        "answer_changed": "predicted differs from the baseline's",
+        "gold_logprob": "teacher-forced log-probability of the gold answer after eot",
+        "kl_to_baseline": "KL(baseline || variant) at the first answer token",
+        "n_answer_tokens": "tokens decoded",
+    },
+    "step_importance_summary": {
+        "view": "baseline | null_control | by_position | by_difficulty | early_late | trend",
+        "importance": "share of baseline-correct problems the ablation made wrong",
+        "importance_lo": "Wilson 95% lower bound",
+        "importance_hi": "Wilson 95% upper bound",
+        "*": "grouping and count columns of the view",
+    },
 }
 
 # Tables whose column descriptions are still to be written (the lead fills these in).
-UNDOCUMENTED_TABLES = (
-    "problems",
-    "codi_model",
-    "step_importance",
-    "step_importance_summary",
-)
+UNDOCUMENTED_TABLES: tuple[str, ...] = ()
 
 
 def describe_column(table: str, column: str) -> str | None:
