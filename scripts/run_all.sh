@@ -14,7 +14,8 @@ stage() { echo; echo "=== [$((SECONDS - t0))s] $*"; }
 
 stage "λ partitions"
 polydag lambdas add 0.0 0.3 1.0 2.0
-first=$(polydag lambdas list | head -n1); last=$(polydag lambdas list | tail -n1)
+keys=$(polydag lambdas list)
+first=$(sed -n '1p' <<<"$keys"); last=$(sed -n '$p' <<<"$keys")
 
 stage "datasets and base models"
 dagster asset materialize -m polydag --select 'reply_pairs,base_model,problems,codi_model'
