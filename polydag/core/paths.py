@@ -33,5 +33,8 @@ def artifacts_dir() -> Path:
 
 
 def shipped_file(name: str) -> Path:
-    """A dataset shipped in the repository's ``data/`` folder."""
-    return data_dir() / name
+    """A dataset shipped in the repository's ``data/`` folder. It stays there when
+    ``POLYDAG_DATA_DIR`` moves results elsewhere; without a checkout (a non-editable install)
+    it is looked up in the data directory."""
+    shipped = _PACKAGE_ROOT / "data" / name
+    return shipped if shipped.is_file() else data_dir() / name
