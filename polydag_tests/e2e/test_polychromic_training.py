@@ -113,3 +113,17 @@ def test_config_weight_that_contradicts_the_partition_is_refused(trained):
     assert not result.success
     error = str([e for e in result.all_events if e.is_step_failure][0].step_failure_data.error)
     assert "diversity_weight=2.0" in error
+
+
+def test_training_runs_the_doctor_preflight_first(trained):
+    pipe, _, result = trained
+    messages = [entry.user_message for entry in pipe.instance.all_logs(result.run_id)]
+    assert any("preflight:" in m and "checks passed" in m for m in messages)
+
+
+def test_missing_model_path_fails_in_the_preflight_with_the_fix(trained):
+    pipe, _, _ = trained
+    result = pipe.run(["base_model"], {"base_model": {"local_path": "/nonexistent/Qwen3-8B"}},
+                      raise_on_error=False)
+    error = str([e for e in result.all_events if e.is_step_failure][0].step_failure_data.error)
+    assert "PreflightError" in error and "base model" in error

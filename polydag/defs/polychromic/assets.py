@@ -27,6 +27,7 @@ from polydag.core.lambdas import lambda_value
 from polydag.core.cpu_threads import configure_torch_threads
 from polydag.core.tables import markdown_table
 from polydag.defs.metadata import jsonable_metadata
+from polydag.defs.preflight import training_preflight
 from polydag.defs.partitions import lambda_partitions
 from polydag.defs.costs import CostModel
 from polydag.defs.resources import PolydagStorage
@@ -128,6 +129,7 @@ def base_model(
 
     configure_torch_threads()
 
+    training_preflight(context, storage, base_model=config.local_path or None)
     if config.local_path:
         info = core.resolve_local_base_model(config.local_path)
     else:
@@ -225,6 +227,7 @@ def lora_checkpoints(
 
     keys = list(context.partition_keys)
     cfgs = {key: config.to_core(key) for key in keys}  # every key validated before any work
+    training_preflight(context, storage, base_model=base_model.row(0, named=True)["path"])
     base_row = base_model.row(0, named=True)
     train = reply_pairs.filter(pl.col("split") == "train")
     train_pairs = list(zip(train["prompt"].to_list(), train["reply"].to_list()))

@@ -29,6 +29,7 @@ from polydag.defs.partitions import PROBLEM_PARTITIONS_NAME, problem_partitions
 from polydag.defs.polychromic.assets import GPU_TAGS, _file_sha256
 from polydag.defs.costs import CostModel
 from polydag.defs.metadata import jsonable_metadata
+from polydag.defs.preflight import training_preflight
 from polydag.defs.resources import PolydagStorage
 
 GROUP = "step_importance"
@@ -107,6 +108,7 @@ def codi_model(
 
     configure_torch_threads()
 
+    training_preflight(context, storage, codi_checkpoint=config.checkpoint_dir or None)
     if config.checkpoint_dir:
         info = codi.register_checkpoint(
             config.checkpoint_dir,
