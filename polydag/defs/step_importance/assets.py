@@ -194,7 +194,8 @@ def step_importance(
     )
     from polydag.core.base_model import resolve_device
 
-    baseline = rows.filter(pl.col("scheme") == "baseline")
+    own = rows.filter(pl.col("protocol") == "codi")  # compat rows have their own baseline
+    baseline = own.filter(pl.col("scheme") == "baseline")
     costs = cost_model.record(context, storage, device=resolve_device(config.device))
     return Output(
         rows,
@@ -203,7 +204,7 @@ def step_importance(
             "n_problems": selected.height,
             "n_rows": rows.height,
             "baseline_accuracy": float(baseline["correct"].mean()),
-            "flip_rate": float(rows.filter(pl.col("position") >= 0)["flipped"].mean()),
+            "flip_rate": float(own.filter(pl.col("position") >= 0)["flipped"].mean()),
         },
     )
 
