@@ -91,6 +91,7 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "self_bleu": "mean BLEU of each sample against the others (lower is more diverse)",
         "semantic_diversity": "mean pairwise cosine distance of the sample embeddings (MiniLM)",
         "vendi": "Vendi score of the sample embeddings (effective number of distinct samples)",
+        "self_bleu_signature": "sacrebleu settings of self_bleu (one BLEU object built per process)",
     },
     "metrics_summary": {
         **_LAMBDA,

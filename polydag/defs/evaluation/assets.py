@@ -293,7 +293,11 @@ def metrics(
         cache_dir=storage.embedding_cache_dir,
         logger=context.log,
     )
-    table = per_prompt_metrics(generations, embedder, logger=context.log)
+    # the BLEU signature travels with every row, so a stored Self-BLEU is never compared
+    # with one computed under other settings
+    table = per_prompt_metrics(generations, embedder, logger=context.log).with_columns(
+        self_bleu_signature=pl.lit(self_bleu_signature())
+    )
     means = table.group_by("lambda_key").agg(
         pl.col("diversity_weight").first(), *[pl.col(m).mean() for m in DIVERSITY_METRICS]
     ).sort("diversity_weight")
