@@ -54,6 +54,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from polydag.defs.sweeps import contiguous_ranges
+
 # the implicit job of every asset (what the UI and `polydag sweep` use): runs may mix
 # partitioning schemes across requests, which no single explicit asset job allows
 IMPLICIT_ASSET_JOB_NAME = "__ASSET_JOB"
@@ -66,23 +68,6 @@ UNFINISHED = [
     DagsterRunStatus.STARTED,
     DagsterRunStatus.CANCELING,
 ]
-
-
-def contiguous_ranges(ordered: Sequence[str], wanted: set[str], max_len: int | None) -> list[list[str]]:
-    """Stretches of consecutive keys of ``ordered`` that are all in ``wanted``, each at most
-    ``max_len`` long (None: unbounded)."""
-    ranges: list[list[str]] = []
-    current: list[str] = []
-    for key in ordered:
-        if key in wanted and (max_len is None or len(current) < max_len):
-            current.append(key)
-            continue
-        if current:
-            ranges.append(current)
-        current = [key] if key in wanted else []
-    if current:
-        ranges.append(current)
-    return ranges
 
 
 @dataclass(frozen=True)

@@ -33,14 +33,14 @@ def polydag_asset_job():
     return repository.get_reconstructable_job(IMPLICIT_ASSET_JOB_NAME)
 
 
-def contiguous_ranges(ordered: list[str], wanted: set[str], max_len: int) -> list[list[str]]:
+def contiguous_ranges(ordered, wanted: set[str], max_len: int | None) -> list[list[str]]:
     """Stretches of consecutive keys of ``ordered`` that are all in ``wanted``, cut to
-    ``max_len``. A range run covers every key between its ends, so a range must never
-    straddle a key that is not wanted (it would be recomputed)."""
+    ``max_len`` (None: unbounded). A range run covers every key between its ends, so a range
+    must never straddle a key that is not wanted (it would be recomputed)."""
     ranges: list[list[str]] = []
     current: list[str] = []
     for key in ordered:
-        if key in wanted and len(current) < max_len:
+        if key in wanted and (max_len is None or len(current) < max_len):
             current.append(key)
             continue
         if current:
