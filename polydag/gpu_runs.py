@@ -20,6 +20,7 @@ from dagster import DagsterInstance, DagsterRun
 
 GPU_TAG = "polydag/gpu"
 GPU_POOL = "gpu"
+GPU_OP_TAGS = {GPU_TAG: "1"}  # what every GPU asset carries, with pool=GPU_POOL
 DEVICE_TAG = "polydag/cuda_visible_devices"
 PLACEMENT_TAG = "polydag/placement"  # gpu | cpu-fallback | cpu
 WORKER_PID_TAG = "polydag/worker_pid"

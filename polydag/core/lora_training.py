@@ -27,7 +27,8 @@ failed run (e.g. a non-finite loss, raised as :class:`NonFiniteLossError`) leave
 
 from __future__ import annotations
 
-import hashlib
+from polydag.core.hashing import file_sha256
+
 import json
 import logging
 import math
@@ -343,7 +344,7 @@ def adapter_sha256(adapter_dir: str | Path) -> str:
     path = Path(adapter_dir) / ADAPTER_WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{adapter_dir} has no {ADAPTER_WEIGHTS_FILE}")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 # ---------------------------------------------------------------------------------------------

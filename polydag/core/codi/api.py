@@ -81,7 +81,7 @@ def register_checkpoint(
 ) -> CodiModelInfo:
     """Load a CODI checkpoint once (failing on any missing/unexpected key) and describe it."""
     from polydag.core.codi.model import _weights_file, load_codi_checkpoint
-    from polydag.core.codi.train import file_sha256
+    from polydag.core.hashing import file_sha256
 
     if not base_model_path:
         raise ValueError("a CODI checkpoint needs base_model_path (the local base model directory, "

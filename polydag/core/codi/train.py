@@ -26,6 +26,8 @@ is the accuracy of always answering the most frequent training answer, on the sa
 
 from __future__ import annotations
 
+from polydag.core.hashing import file_sha256
+
 import copy
 import hashlib
 import logging
@@ -115,14 +117,6 @@ def heldout_sample(problem_ids: Sequence[str], n: int, seed: int) -> set[str]:
     """The ``n`` ids with the smallest sha256(seed:id): a deterministic, order-free sample."""
     ranked = sorted(problem_ids, key=lambda pid: hashlib.sha256(f"{seed}:{pid}".encode()).hexdigest())
     return set(ranked[: max(1, min(n, len(ranked)))])
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def generated_training_problems(cfg: TrainConfig, exclude: set[str]) -> list[tuple[str, str]]:

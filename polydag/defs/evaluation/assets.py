@@ -24,7 +24,7 @@ from polydag.core.jsonable import to_jsonable
 from polydag.core.cpu_threads import configure_torch_threads
 from polydag.core.tables import markdown_table
 from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME, lambda_partitions
-from polydag.defs.polychromic.assets import GPU_TAGS
+from polydag.gpu_runs import GPU_OP_TAGS, GPU_POOL
 from polydag.defs.costs import CostModel
 from polydag.defs.resources import PolydagStorage
 
@@ -111,8 +111,8 @@ def _cached_generations(duckdb: DuckDBResource, key: str, cache_key: str) -> pl.
     backfill_policy=BackfillPolicy.single_run(),
     metadata={"partition_expr": "lambda_key"},
     kinds={"pytorch", "duckdb"},
-    op_tags=GPU_TAGS,
-    pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    pool=GPU_POOL,
 )
 def generations(
     context: AssetExecutionContext,

@@ -7,7 +7,6 @@ and returns a polars DataFrame that the DuckDB IO manager stores as the table of
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from polydag.core import paths
+from polydag.core.hashing import file_sha256
 from polydag.core.lambdas import lambda_value
 from polydag.core.cpu_threads import configure_torch_threads
 from polydag.core.tables import markdown_table
@@ -30,18 +30,10 @@ from polydag.defs.metadata import jsonable_metadata
 from polydag.defs.preflight import training_preflight
 from polydag.defs.partitions import lambda_partitions
 from polydag.defs.costs import CostModel
+from polydag.gpu_runs import GPU_OP_TAGS, GPU_POOL
 from polydag.defs.resources import PolydagStorage
 
-GPU_TAGS = {"polydag/gpu": "1"}
 GROUP = "polychromic"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ReplyPairsConfig(Config):
@@ -83,7 +75,7 @@ def reply_pairs(context: AssetExecutionContext, config: ReplyPairsConfig) -> Out
         split,
         metadata={
             "source": str(source),
-            "source_sha256": _file_sha256(source),
+            "source_sha256": file_sha256(source),
             "n_rows": split.height,
             "n_skipped_bad_rows": n_skipped,
             "n_prompts": split["prompt_id"].n_unique(),
@@ -113,7 +105,7 @@ class BaseModelConfig(Config):
     device: str = "auto"
 
 
-@asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, op_tags=GPU_TAGS, pool="gpu")
+@asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, op_tags=GPU_OP_TAGS, pool=GPU_POOL)
 def base_model(
     context: AssetExecutionContext,
     config: BaseModelConfig,
@@ -206,8 +198,8 @@ class LoraTrainingConfig(Config):
     backfill_policy=BackfillPolicy.single_run(),
     metadata={"partition_expr": "lambda_key"},
     kinds={"pytorch", "duckdb"},
-    op_tags=GPU_TAGS,
-    pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    pool=GPU_POOL,
 )
 def lora_checkpoints(
     context: AssetExecutionContext,

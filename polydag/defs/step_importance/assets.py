@@ -26,7 +26,8 @@ from polydag.core import paths
 from polydag.core.cpu_threads import configure_torch_threads
 from polydag.core.tables import markdown_table
 from polydag.defs.partitions import PROBLEM_PARTITIONS_NAME, problem_partitions
-from polydag.defs.polychromic.assets import GPU_TAGS, _file_sha256
+from polydag.core.hashing import file_sha256
+from polydag.gpu_runs import GPU_OP_TAGS, GPU_POOL
 from polydag.defs.costs import CostModel
 from polydag.defs.metadata import jsonable_metadata
 from polydag.defs.preflight import training_preflight
@@ -61,7 +62,7 @@ def problems(context: AssetExecutionContext, config: ProblemsConfig) -> Output[p
         table,
         metadata={
             "source": str(source),
-            "source_sha256": _file_sha256(source),
+            "source_sha256": file_sha256(source),
             "n_problems": table.height,
             "n_new_partitions": len(new_ids),
             "by_difficulty": MetadataValue.md(markdown_table(by_difficulty)),
@@ -91,7 +92,7 @@ class CodiModelConfig(Config):
     seed: int = 0
 
 
-@asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, op_tags=GPU_TAGS, pool="gpu")
+@asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, op_tags=GPU_OP_TAGS, pool=GPU_POOL)
 def codi_model(
     context: AssetExecutionContext,
     config: CodiModelConfig,
@@ -154,8 +155,8 @@ class StepImportanceConfig(Config):
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PROBLEMS_PER_RUN),
     metadata={"partition_expr": "problem_id"},
     kinds={"pytorch", "duckdb"},
-    op_tags=GPU_TAGS,
-    pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    pool=GPU_POOL,
 )
 def step_importance(
     context: AssetExecutionContext,
