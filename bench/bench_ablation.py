@@ -52,7 +52,7 @@ def build_shape(shape: str, tokenizer, device: str, dtype):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from polydag.core.codi.model import LLAMA_TARGET_MODULES, CodiArchitecture, assemble_codi_model
+    from polydag.core.step_importance.model import LLAMA_TARGET_MODULES, CodiArchitecture, assemble_codi_model
 
     s = SHAPES[shape]
     config = LlamaConfig(
@@ -71,9 +71,9 @@ def build_shape(shape: str, tokenizer, device: str, dtype):
 
 
 def load_bench_model(args, problems, device, dtype):
-    from polydag.core.codi.model import TinyCodiConfig, build_tiny_codi_model
-    from polydag.core.codi.tiny_tokenizer import build_tiny_tokenizer
-    from polydag.core.codi.train import TrainConfig, load_trained_model
+    from polydag.core.step_importance.model import TinyCodiConfig, build_tiny_codi_model
+    from polydag.core.step_importance.tiny_tokenizer import build_tiny_tokenizer
+    from polydag.core.step_importance.train import TrainConfig, load_trained_model
 
     if args.model_dir and Path(args.model_dir, "codi_settings.json").is_file():
         model, tokenizer = load_trained_model(args.model_dir, device=device, dtype=dtype)
@@ -94,8 +94,8 @@ def load_bench_model(args, problems, device, dtype):
 
 def naive_rows(model, tokenizer, problems, spec):
     """One problem, one variant at a time, through the test.py-style loop."""
-    from polydag.core.codi.ablation import reference_edits
-    from polydag.core.codi.inference import reference_answer_one
+    from polydag.core.step_importance.ablation import reference_edits
+    from polydag.core.step_importance.inference import reference_answer_one
 
     protocol = spec.protocol(model)
     variants = spec.variants(protocol)
@@ -132,9 +132,9 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(args.threads)
-    from polydag.core.codi.ablation import AblationSpec, run_ablations
-    from polydag.core.paths import artifacts_dir
-    from polydag.core.problems import load_problems
+    from polydag.core.step_importance.ablation import AblationSpec, run_ablations
+    from polydag.core.ops.paths import artifacts_dir
+    from polydag.core.step_importance.problems import load_problems
 
     if args.model_dir is None and (artifacts_dir() / "codi_model" / "default" / "codi_settings.json").is_file():
         args.model_dir = str(artifacts_dir() / "codi_model" / "default")

@@ -3,7 +3,7 @@
 Both sides run the same model (the default CODI model, trained briefly here: overhead does not
 depend on its accuracy), the same problems and the default ablation spec.
 
-* bare: ``polydag.core.codi.api.run_step_importance`` on all N problems in this process;
+* bare: ``polydag.core.step_importance.api.run_step_importance`` on all N problems in this process;
 * dagster: ``polydag sweep step-importance --max-problems N`` in a subprocess against a fresh
   instance, i.e. what a user runs: CLI start, code-location load, ranged runs of the asset's
   backfill-policy size (200 problems), per-partition bookkeeping, DuckDB writes and the
@@ -60,8 +60,8 @@ def main() -> None:
     os.environ["POLYDAG_DATA_DIR"] = str(work)
     import duckdb
 
-    from polydag.core.codi.api import run_step_importance
-    from polydag.core.cpu_threads import configure_torch_threads
+    from polydag.core.step_importance.api import run_step_importance
+    from polydag.core.ops.cpu_threads import configure_torch_threads
 
     configure_torch_threads()
     con = duckdb.connect(str(work / "polydag.duckdb"), read_only=True)

@@ -47,10 +47,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from polydag.core.base_model import BaseModelConfig, build_default_base_model, load_model_and_tokenizer
-    from polydag.core.generation import GenerationConfig, generate_samples, generate_samples_one_at_a_time
-    from polydag.core.jsonable import to_jsonable
-    from polydag.core.prompting import format_prompt
+    from polydag.core.polychromic.base_model import BaseModelConfig, build_default_base_model, load_model_and_tokenizer
+    from polydag.core.evaluation.generation import GenerationConfig, generate_samples, generate_samples_one_at_a_time
+    from polydag.core.ops.jsonable import to_jsonable
+    from polydag.core.polychromic.prompting import format_prompt
 
     pairs = _pairs(max(400, args.n_prompts))
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:

@@ -56,8 +56,8 @@ def child(variant: str, n_prompts: int, n_samples: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from polydag.core.embeddings import load_embedder
-    from polydag.core.metrics.per_prompt import per_prompt_metrics
+    from polydag.core.evaluation.embeddings import load_embedder
+    from polydag.core.evaluation.metrics.per_prompt import per_prompt_metrics
 
     samples = _samples_table(n_prompts, n_samples)
     embedder = load_embedder(batch_size=64)
@@ -117,7 +117,7 @@ def main() -> None:
         print(json.dumps(child(args.child, args.n_prompts, args.n_samples)))
         return
 
-    from polydag.core.jsonable import to_jsonable
+    from polydag.core.ops.jsonable import to_jsonable
 
     full = run_child("batched", args.n_prompts, args.n_samples)
     small = run_child("batched", args.naive_prompts, args.n_samples)

@@ -23,8 +23,8 @@ from _synthetic import machine_info, synthetic_sample_sets  # noqa: E402
 
 import sacrebleu  # noqa: E402
 
-from polydag.core.jsonable import to_jsonable  # noqa: E402
-from polydag.core.metrics.self_bleu import (  # noqa: E402
+from polydag.core.ops.jsonable import to_jsonable  # noqa: E402
+from polydag.core.evaluation.metrics.self_bleu import (  # noqa: E402
     bleu_metric,
     self_bleu,
     self_bleu_reference,

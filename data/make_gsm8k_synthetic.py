@@ -1,6 +1,6 @@
 """Write ``data/gsm8k_synthetic.jsonl``: the shipped synthetic GSM8K-format problem set.
 
-The problems come from :mod:`polydag.core.synthetic_gsm8k` (standard library only; see its
+The problems come from :mod:`polydag.core.step_importance.synthetic_gsm8k` (standard library only; see its
 docstring for what they look like). The output depends only on ``--seed`` and ``--n``:
 
     python data/make_gsm8k_synthetic.py            # rewrites data/gsm8k_synthetic.jsonl
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # works from a fresh clone
 
-from polydag.core.synthetic_gsm8k import generate  # noqa: E402
+from polydag.core.step_importance.synthetic_gsm8k import generate  # noqa: E402
 
 
 def main() -> None:

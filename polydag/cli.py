@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from polydag.core import paths
+from polydag.core.ops import paths
 
 
 def _ensure_dagster_home() -> str:
@@ -39,7 +39,7 @@ def _instance():
 
 
 def cmd_lambdas(args) -> int:
-    from polydag.core.lambdas import LambdaKeyError, canonical_lambda_key
+    from polydag.core.polychromic.lambdas import LambdaKeyError, canonical_lambda_key
     from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME
 
     instance = _instance()
@@ -67,7 +67,7 @@ def cmd_lambdas(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from polydag.defs.sweeps import sweep_step_importance
+    from polydag.defs.step_importance.sweeps import sweep_step_importance
 
     result = sweep_step_importance(
         _instance(), max_problems=args.max_problems, problems_per_run=args.problems_per_run
@@ -85,7 +85,7 @@ STEP_SUMMARY_COLUMNS = ("protocol", "scheme", "mode", "site", "position", "n", "
 
 
 def _read(query: str):
-    from polydag.core.duck import connect
+    from polydag.core.storage.duck import connect
 
     with connect(paths.duckdb_path(), read_only=True) as con:
         return con.execute(query).pl()
@@ -93,8 +93,8 @@ def _read(query: str):
 
 def cmd_verdict(args) -> int:
     """The verdict per λ (the headline columns; `polydag sql 'SELECT * FROM verdict'` has all)."""
-    from polydag.core.costs import total_sweep_cost
-    from polydag.core.tables import markdown_table
+    from polydag.core.storage.costs import total_sweep_cost
+    from polydag.core.storage.tables import markdown_table
 
     frame = _read("SELECT * FROM verdict ORDER BY diversity_weight")
     print(markdown_table(frame, [c for c in VERDICT_COLUMNS if c in frame.columns]))
@@ -106,7 +106,7 @@ def cmd_verdict(args) -> int:
 
 def cmd_summary(args) -> int:
     """Step importance by position (and the baseline and null-control lines)."""
-    from polydag.core.tables import markdown_table
+    from polydag.core.storage.tables import markdown_table
 
     frame = _read("SELECT * FROM step_importance_summary")
     for view in ("baseline", "null_control"):
@@ -120,8 +120,8 @@ def cmd_summary(args) -> int:
 
 
 def cmd_sql(args) -> int:
-    from polydag.core.duck import DuckDBBusyError
-    from polydag.core.sql import SqlError, pick_format, run_query, write_result
+    from polydag.core.storage.duck import DuckDBBusyError
+    from polydag.core.storage.sql import SqlError, pick_format, run_query, write_result
 
     try:
         fmt = pick_format(args.format, args.out)
@@ -140,8 +140,8 @@ def cmd_sql(args) -> int:
 def cmd_tables(args) -> int:
     from pathlib import Path
 
-    from polydag.core.duck import DuckDBBusyError
-    from polydag.core.sql import describe_tables, list_tables
+    from polydag.core.storage.duck import DuckDBBusyError
+    from polydag.core.storage.sql import describe_tables, list_tables
 
     db_path = Path(args.db) if args.db else paths.duckdb_path()
     try:
@@ -169,7 +169,7 @@ def _lambda_count() -> int:
 
 
 def cmd_doctor(args) -> int:
-    from polydag.core import doctor
+    from polydag.core.ops import doctor
 
     n_lambdas = args.lambdas or _lambda_count()
     results = doctor.run_preflight(

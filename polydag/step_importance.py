@@ -4,6 +4,6 @@
 table with ``problem_id``, ``question``, ``answer``, ``n_steps``, ``n_lines``, ``difficulty``.
 """
 
-from polydag.core.problems import ProblemsFormatError, load_problems
+from polydag.core.step_importance.problems import ProblemsFormatError, load_problems
 
 __all__ = ["ProblemsFormatError", "load_problems"]

@@ -54,7 +54,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from polydag.defs.sweeps import contiguous_ranges
+from polydag.defs.step_importance.sweeps import contiguous_ranges
 
 # the implicit job of every asset (what the UI and `polydag sweep` use): runs may mix
 # partitioning schemes across requests, which no single explicit asset job allows

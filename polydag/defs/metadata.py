@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from dagster import MetadataValue
 
-from polydag.core.jsonable import to_jsonable
+from polydag.core.ops.jsonable import to_jsonable
 
 
 def jsonable_metadata(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ after minutes of work.
 
 from dagster import AssetExecutionContext
 
-from polydag.defs.resources import PolydagStorage
+from polydag.defs.storage.resources import PolydagStorage
 
 
 def training_preflight(
@@ -18,7 +18,7 @@ def training_preflight(
     codi_checkpoint=None,
     embedding_model=None,
 ) -> None:
-    from polydag.core.doctor import FAIL, WARN, raise_on_failures, run_preflight
+    from polydag.core.ops.doctor import FAIL, WARN, raise_on_failures, run_preflight
 
     results = run_preflight(
         base_model=base_model,

@@ -5,7 +5,7 @@ import pytest
 from dagster import instance_for_test
 from peft import PeftModel
 
-from polydag.core.base_model import load_model_and_tokenizer
+from polydag.core.polychromic.base_model import load_model_and_tokenizer
 from polydag_tests.e2e.harness import TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,7 @@ from dagster import (
     materialize,
 )
 
-from polydag.defs.io_manager import PolydagDuckDBIOManager
+from polydag.defs.storage.io_manager import PolydagDuckDBIOManager
 
 
 def main(db_path: str, iterations: int, rows: int, report: str) -> int:

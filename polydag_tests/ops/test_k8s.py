@@ -38,8 +38,8 @@ from dagster_k8s.job import (  # noqa: E402
     get_user_defined_k8s_config,
 )
 
-from polydag.defs.k8s import K8S_CONFIG_TAG, K8S_GPU_TAGS, k8s_gpu_tags  # noqa: E402
-from polydag.gpu_runs import GPU_TAG  # noqa: E402
+from polydag.instance.k8s import K8S_CONFIG_TAG, K8S_GPU_TAGS, k8s_gpu_tags  # noqa: E402
+from polydag.instance.constants import GPU_TAG  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy" / "k8s"
@@ -184,7 +184,7 @@ def test_deploy_configs_agree_and_validate():
     result = process_config(resolve_to_config_type(K8sRunLauncher.config_type()),
                             launcher["config"])
     assert result.success, result.errors
-    from polydag.run_coordinator import PolydagRunCoordinator
+    from polydag.instance.run_coordinator import PolydagRunCoordinator
 
     coordinator = deploy["run_coordinator"]["config"]
     result = process_config(resolve_to_config_type(PolydagRunCoordinator.config_type()),

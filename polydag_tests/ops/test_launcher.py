@@ -31,9 +31,10 @@ from dagster._core.remote_origin import (
 from dagster._core.run_coordinator import SubmitRunContext
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from polydag.gpu_runs import DEVICE_TAG, GPU_TAG, PLACEMENT_TAG, WORKER_PID_TAG, run_needs_gpu
-from polydag.launcher import GpuUnavailableError, PolydagRunLauncher
-from polydag.run_coordinator import PolydagRunCoordinator
+from polydag.instance.constants import DEVICE_TAG, GPU_TAG, PLACEMENT_TAG, WORKER_PID_TAG
+from polydag.instance.placement import run_needs_gpu
+from polydag.instance.launcher import GpuUnavailableError, PolydagRunLauncher
+from polydag.instance.run_coordinator import PolydagRunCoordinator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCATION = "polydag_tests.ops.gpu_probe_location"
@@ -43,11 +44,11 @@ def _write_home(home: Path, launcher: dict, *, coordinator: dict | None = None,
                 pool_limit: int | None = None, monitoring: bool = False) -> Path:
     config = {
         "telemetry": {"enabled": False},
-        "run_launcher": {"module": "polydag.launcher", "class": "PolydagRunLauncher",
+        "run_launcher": {"module": "polydag.instance.launcher", "class": "PolydagRunLauncher",
                          "config": launcher},
     }
     if coordinator is not None:
-        config["run_coordinator"] = {"module": "polydag.run_coordinator",
+        config["run_coordinator"] = {"module": "polydag.instance.run_coordinator",
                                      "class": "PolydagRunCoordinator", "config": coordinator}
     if pool_limit is not None:
         config["concurrency"] = {"pools": {"default_limit": pool_limit}}

@@ -18,8 +18,8 @@ from dagster import AssetKey, AssetMaterialization, DagsterRunStatus, build_sens
 from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.test_utils import create_run_for_test
 
-from polydag.core import alerts as alert_store
-from polydag.core.collapse import (
+from polydag.core.storage import alerts as alert_store
+from polydag.core.polychromic.collapse import (
     COMBINED_NOT_BELOW_QUALITY,
     DIVERSITY_DROP,
     DIVERSITY_FLOOR,
@@ -31,9 +31,9 @@ from polydag.core.collapse import (
     CollapseThresholds,
     training_alerts,
 )
-from polydag.core.training_log import TrainingLogWriter
-from polydag.defs.resources import CollapseAlerting, PolydagStorage, build_resources
-from polydag.defs.sensors import evaluation_collapse_sensor, training_collapse_sensor
+from polydag.core.storage.training_log import TrainingLogWriter
+from polydag.defs.storage.resources import CollapseAlerting, PolydagStorage, build_resources
+from polydag.defs.polychromic.sensors import evaluation_collapse_sensor, training_collapse_sensor
 
 
 def _write_run(db, run_id, lam, scores, *, shares=None, div_loss=-0.1, nan_step=None, first_step=1):

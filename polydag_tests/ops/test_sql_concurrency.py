@@ -4,7 +4,7 @@ One process materializes a new partition per iteration through polydag's real Du
 manager (``duckdb_writer_loop.py``); meanwhile this test runs the real ``polydag sql``
 command in a subprocess again and again. DuckDB lets one process write the file and any open
 connection blocks the writer, so this only works because both sides keep connections short
-and retry: the reader in ``polydag.core.duck.connect``, the writer in dagster-duckdb.
+and retry: the reader in ``polydag.core.storage.duck.connect``, the writer in dagster-duckdb.
 """
 
 import json
@@ -16,7 +16,7 @@ import time
 import duckdb
 import pytest
 
-from polydag.core.sql import run_query
+from polydag.core.storage.sql import run_query
 
 ITERATIONS = 12
 ROWS = 20_000

@@ -19,14 +19,14 @@ from dagster import (
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from polydag.core.lambdas import BASELINE_LAMBDA_KEY, lambda_value
-from polydag.core.jsonable import to_jsonable
-from polydag.core.cpu_threads import configure_torch_threads
-from polydag.core.tables import markdown_table
+from polydag.core.polychromic.lambdas import BASELINE_LAMBDA_KEY, lambda_value
+from polydag.core.ops.jsonable import to_jsonable
+from polydag.core.ops.cpu_threads import configure_torch_threads
+from polydag.core.storage.tables import markdown_table
 from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME, lambda_partitions
-from polydag.gpu_runs import GPU_OP_TAGS, GPU_POOL
-from polydag.defs.costs import CostModel
-from polydag.defs.resources import PolydagStorage
+from polydag.instance.constants import GPU_OP_TAGS, GPU_POOL
+from polydag.defs.storage.costs import CostModel
+from polydag.defs.storage.resources import PolydagStorage
 
 GROUP = "evaluation"
 DIVERSITY_METRICS = ("distinct_1", "distinct_2", "self_bleu", "semantic_diversity", "vendi")
@@ -61,7 +61,7 @@ class GenerationSettings(Config):
     )
 
     def generation_config(self):
-        from polydag.core.generation import GenerationConfig
+        from polydag.core.evaluation.generation import GenerationConfig
 
         return GenerationConfig(
             n_samples=self.n_samples,
@@ -73,7 +73,7 @@ class GenerationSettings(Config):
         )
 
     def quality_config(self):
-        from polydag.core.quality import QualityConfig
+        from polydag.core.evaluation.quality import QualityConfig
 
         return QualityConfig(
             min_words=self.min_words,
@@ -127,14 +127,14 @@ def generations(
     marked by the quality checker. Rows carry a cache key over the adapter sha256 and the
     generation and checker config: unchanged inputs reuse the stored samples, anything
     changed samples afresh."""
-    from polydag.core.base_model import resolve_device
-    from polydag.core.generation import (
+    from polydag.core.polychromic.base_model import resolve_device
+    from polydag.core.evaluation.generation import (
         generate_samples,
         generation_cache_key,
         load_model_with_adapter,
     )
-    from polydag.core.prompting import format_prompt
-    from polydag.core.quality import check_replies
+    from polydag.core.polychromic.prompting import format_prompt
+    from polydag.core.evaluation.quality import check_replies
 
     configure_torch_threads()
 
@@ -146,7 +146,7 @@ def generations(
     checkpoints = {row["lambda_key"]: row for row in lora_checkpoints.iter_rows(named=True)}
     embedder = None
     if quality_cfg.min_relevance is not None:
-        from polydag.core.embeddings import load_embedder
+        from polydag.core.evaluation.embeddings import load_embedder
 
         embedder = load_embedder(
             config.embedding_model_path,
@@ -282,8 +282,8 @@ def metrics(
 ) -> Output[pl.DataFrame]:
     """One row per (λ, test prompt): Distinct-1/2, Self-BLEU, semantic diversity, Vendi score,
     n_samples and n_passed, over that prompt's samples."""
-    from polydag.core.embeddings import load_embedder
-    from polydag.core.metrics import per_prompt_metrics, self_bleu_signature
+    from polydag.core.evaluation.embeddings import load_embedder
+    from polydag.core.evaluation.metrics import per_prompt_metrics, self_bleu_signature
 
     configure_torch_threads()
 
@@ -315,7 +315,7 @@ def metrics(
 @asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def metrics_summary(metrics: pl.DataFrame) -> Output[pl.DataFrame]:
     """Per λ: each metric's mean with a bootstrap standard error, and unbiased pass@1/5/10."""
-    from polydag.core.metrics import summarize_metrics
+    from polydag.core.evaluation.metrics import summarize_metrics
 
     table = summarize_metrics(metrics)
     return Output(table, metadata={"summary": MetadataValue.md(markdown_table(table))})
@@ -325,7 +325,7 @@ def metrics_summary(metrics: pl.DataFrame) -> Output[pl.DataFrame]:
 def comparison(metrics: pl.DataFrame) -> Output[pl.DataFrame]:
     """Each λ > 0 against λ = 0, per metric, paired by prompt: relative change, paired
     bootstrap CI, Wilcoxon p, Cohen's d_z, Holm-adjusted p across λ."""
-    from polydag.core.metrics import compare_to_baseline
+    from polydag.core.evaluation.metrics import compare_to_baseline
 
     table = compare_to_baseline(metrics, baseline_key=BASELINE_LAMBDA_KEY)
     return Output(table, metadata={"comparison": MetadataValue.md(markdown_table(table))})
@@ -348,7 +348,7 @@ class VerdictConfig(Config):
     alpha: float = Field(default=0.05, description="Significance level on Holm-adjusted p.")
 
     def thresholds(self):
-        from polydag.core.metrics import VerdictThresholds
+        from polydag.core.evaluation.metrics import VerdictThresholds
 
         return VerdictThresholds(
             workshop=dict(self.workshop),
@@ -367,8 +367,8 @@ def verdict(
     metrics_summary: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
     """Which of the researchers' workshop and main-conference bars each λ meets."""
-    from polydag.core.costs import total_sweep_cost
-    from polydag.core.metrics import plot_comparison, verdict as build_verdict, verdict_markdown
+    from polydag.core.storage.costs import total_sweep_cost
+    from polydag.core.evaluation.metrics import plot_comparison, verdict as build_verdict, verdict_markdown
 
     thresholds = config.thresholds()
     table = build_verdict(comparison, thresholds)

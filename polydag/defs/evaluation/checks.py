@@ -4,7 +4,7 @@ downstream is computed from it."""
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from polydag.core.metric_audit import diversity_metric_problems, pass_at_k_ceilings
+from polydag.core.evaluation.metric_audit import diversity_metric_problems, pass_at_k_ceilings
 from polydag.defs.evaluation.assets import metrics, metrics_summary
 
 

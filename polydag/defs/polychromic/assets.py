@@ -21,17 +21,17 @@ from dagster import (
 )
 from pydantic import Field
 
-from polydag.core import paths
-from polydag.core.hashing import file_sha256
-from polydag.core.lambdas import lambda_value
-from polydag.core.cpu_threads import configure_torch_threads
-from polydag.core.tables import markdown_table
+from polydag.core.ops import paths
+from polydag.core.ops.hashing import file_sha256
+from polydag.core.polychromic.lambdas import lambda_value
+from polydag.core.ops.cpu_threads import configure_torch_threads
+from polydag.core.storage.tables import markdown_table
 from polydag.defs.metadata import jsonable_metadata
 from polydag.defs.preflight import training_preflight
 from polydag.defs.partitions import lambda_partitions
-from polydag.defs.costs import CostModel
-from polydag.gpu_runs import GPU_OP_TAGS, GPU_POOL
-from polydag.defs.resources import PolydagStorage
+from polydag.defs.storage.costs import CostModel
+from polydag.instance.constants import GPU_OP_TAGS, GPU_POOL
+from polydag.defs.storage.resources import PolydagStorage
 
 GROUP = "polychromic"
 
@@ -57,7 +57,7 @@ class ReplyPairsConfig(Config):
 @asset(group_name=GROUP, kinds={"duckdb", "polars"})
 def reply_pairs(context: AssetExecutionContext, config: ReplyPairsConfig) -> Output[pl.DataFrame]:
     """(prompt, reply) pairs, validated and split by prompt into train/val/test."""
-    from polydag.core.reply_pairs import load_reply_pairs, split_reply_pairs
+    from polydag.core.polychromic.reply_pairs import load_reply_pairs, split_reply_pairs
 
     source = Path(config.path) if config.path else paths.shipped_file("reply_pairs.jsonl")
     rows, n_skipped = load_reply_pairs(
@@ -91,7 +91,7 @@ class BaseModelConfig(Config):
         "Empty: build the small offline default from config and pretrain it here.",
     )
     architecture: str = Field(default="qwen3", description="qwen3 | llama (offline default only)")
-    # Sizes of the offline default; None keeps the core default (polydag.core.base_model).
+    # Sizes of the offline default; None keeps the core default (polydag.core.polychromic.base_model).
     vocab_size: Optional[int] = None
     hidden_size: Optional[int] = None
     intermediate_size: Optional[int] = None
@@ -117,7 +117,7 @@ def base_model(
     built from config, with a tokenizer trained on the data, pretrained inside the pipeline."""
     from dataclasses import asdict
 
-    from polydag.core import base_model as core
+    from polydag.core.polychromic.objective import base_model as core
 
     configure_torch_threads()
 
@@ -174,7 +174,7 @@ class LoraTrainingConfig(Config):
     def to_core(self, lambda_key: str):
         from dataclasses import fields
 
-        from polydag.core.lora_training import PolychromicTrainConfig
+        from polydag.core.polychromic.trainer import PolychromicTrainConfig
 
         weight = lambda_value(lambda_key)
         if self.diversity_weight is not None and float(self.diversity_weight) != weight:
@@ -212,8 +212,8 @@ def lora_checkpoints(
     """One peft LoRA adapter per λ, trained with the polychromic objective from the same base,
     data order and seed. Adapters are saved with ``save_pretrained`` under
     ``data/artifacts/lora/<λ>/<sha>``; this table records where, and how training went."""
-    from polydag.core import training_log
-    from polydag.core.lora_training import train_lora_adapter
+    from polydag.core.storage import training_log
+    from polydag.core.polychromic.trainer import train_lora_adapter
 
     configure_torch_threads()
 

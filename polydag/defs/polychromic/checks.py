@@ -11,7 +11,7 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
-from polydag.core.tables import markdown_table
+from polydag.core.storage.tables import markdown_table
 from polydag.defs.polychromic.assets import lora_checkpoints, reply_pairs
 
 
@@ -29,14 +29,14 @@ def _rows_result(bad: pl.DataFrame, what: str, severity: AssetCheckSeverity) -> 
 
 @asset_check(asset=reply_pairs, blocking=True, description="No empty prompt or reply text.")
 def reply_pairs_no_empty_texts(reply_pairs: pl.DataFrame) -> AssetCheckResult:
-    from polydag.core.reply_pairs import find_empty_texts
+    from polydag.core.polychromic.reply_pairs import find_empty_texts
 
     return _rows_result(find_empty_texts(reply_pairs), "empty text", AssetCheckSeverity.ERROR)
 
 
 @asset_check(asset=reply_pairs, description="No exact duplicate (prompt, reply) pairs.")
 def reply_pairs_no_exact_duplicates(reply_pairs: pl.DataFrame) -> AssetCheckResult:
-    from polydag.core.reply_pairs import find_exact_duplicates
+    from polydag.core.polychromic.reply_pairs import find_exact_duplicates
 
     return _rows_result(
         find_exact_duplicates(reply_pairs), "exact duplicates", AssetCheckSeverity.WARN
@@ -47,7 +47,7 @@ def reply_pairs_no_exact_duplicates(reply_pairs: pl.DataFrame) -> AssetCheckResu
     asset=reply_pairs, blocking=True, description="No prompt appears in more than one split."
 )
 def reply_pairs_no_prompt_leakage(reply_pairs: pl.DataFrame) -> AssetCheckResult:
-    from polydag.core.reply_pairs import find_prompt_leakage
+    from polydag.core.polychromic.reply_pairs import find_prompt_leakage
 
     return _rows_result(
         find_prompt_leakage(reply_pairs), "prompt leakage across splits", AssetCheckSeverity.ERROR
@@ -63,7 +63,7 @@ def reply_pairs_no_prompt_leakage(reply_pairs: pl.DataFrame) -> AssetCheckResult
 def lora_diversity_gradient_nonzero(
     context: AssetCheckExecutionContext, duckdb: DuckDBResource
 ) -> AssetCheckResult:
-    from polydag.core.gradient_audit import zero_gradient_lambdas
+    from polydag.core.polychromic.gradient_audit import zero_gradient_lambdas
 
     keys = list(context.partition_keys)
     with duckdb.get_connection() as con:

@@ -22,16 +22,16 @@ from dagster import (
 )
 from pydantic import Field
 
-from polydag.core import paths
-from polydag.core.cpu_threads import configure_torch_threads
-from polydag.core.tables import markdown_table
+from polydag.core.ops import paths
+from polydag.core.ops.cpu_threads import configure_torch_threads
+from polydag.core.storage.tables import markdown_table
 from polydag.defs.partitions import PROBLEM_PARTITIONS_NAME, problem_partitions
-from polydag.core.hashing import file_sha256
-from polydag.gpu_runs import GPU_OP_TAGS, GPU_POOL
-from polydag.defs.costs import CostModel
+from polydag.core.ops.hashing import file_sha256
+from polydag.instance.constants import GPU_OP_TAGS, GPU_POOL
+from polydag.defs.storage.costs import CostModel
 from polydag.defs.metadata import jsonable_metadata
 from polydag.defs.preflight import training_preflight
-from polydag.defs.resources import PolydagStorage
+from polydag.defs.storage.resources import PolydagStorage
 
 GROUP = "step_importance"
 PROBLEMS_PER_RUN = int(os.environ.get("POLYDAG_PROBLEMS_PER_RUN", "200"))
@@ -49,7 +49,7 @@ class ProblemsConfig(Config):
 def problems(context: AssetExecutionContext, config: ProblemsConfig) -> Output[pl.DataFrame]:
     """GSM8K-style problems with stable ids, step counts and a difficulty bucket. Registers
     every new problem id as a ``step_importance`` partition."""
-    from polydag.core.problems import load_problems
+    from polydag.core.step_importance.problems import load_problems
 
     source = Path(config.path) if config.path else paths.shipped_file("gsm8k_synthetic.jsonl")
     table = load_problems(source)
@@ -105,7 +105,7 @@ def codi_model(
     baseline accuracy."""
     from dataclasses import asdict
 
-    from polydag.core.codi import api as codi
+    from polydag.core.step_importance import api as codi
 
     configure_torch_threads()
 
@@ -128,7 +128,7 @@ def codi_model(
             seed=config.seed,
             logger=context.log,
         )
-    from polydag.core.base_model import resolve_device
+    from polydag.core.polychromic.base_model import resolve_device
 
     row = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(info).items()}
     costs = cost_model.record(context, storage, device=resolve_device("auto"))
@@ -168,7 +168,7 @@ def step_importance(
 ) -> Output[pl.DataFrame]:
     """Per problem: the baseline answer, the null control and every ablation variant, all
     through one batched engine; correctness, flips, gold log-prob and KL to the baseline."""
-    from polydag.core.codi import api as codi
+    from polydag.core.step_importance import api as codi
 
     configure_torch_threads()
 
@@ -193,7 +193,7 @@ def step_importance(
         device=config.device,
         logger=context.log,
     )
-    from polydag.core.base_model import resolve_device
+    from polydag.core.polychromic.base_model import resolve_device
 
     own = rows.filter(pl.col("protocol") == "codi")  # compat rows have their own baseline
     baseline = own.filter(pl.col("scheme") == "baseline")
@@ -219,7 +219,7 @@ def step_importance_summary(
 ) -> Output[pl.DataFrame]:
     """Importance by position and variant (Wilson 95% CIs), by difficulty, early vs late, a
     trend test across positions, and the baseline accuracy; one long table."""
-    from polydag.core.codi.summary import plot_importance, summarize_step_importance
+    from polydag.core.step_importance.summary import plot_importance, summarize_step_importance
 
     if step_importance.is_empty():
         raise ValueError(

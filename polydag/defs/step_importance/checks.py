@@ -9,7 +9,7 @@ import polars as pl
 from dagster import AssetCheckExecutionContext, AssetCheckResult, MetadataValue, asset_check
 from dagster_duckdb import DuckDBResource
 
-from polydag.core.tables import markdown_table
+from polydag.core.storage.tables import markdown_table
 from polydag.defs.step_importance.assets import step_importance
 
 

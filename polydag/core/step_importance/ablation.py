@@ -1,0 +1,454 @@
+"""The batched step-importance ablation engine.
+
+For every problem it answers once with all thoughts (``baseline``), once through the ablation
+path with nothing ablated (``null``, the control: it must reproduce the baseline exactly)
+and once per ablation variant, all rows of a chunk of problems in one batch
+(:func:`polydag.core.step_importance.inference.run_thought_loop`): each question is encoded once and its
+KV cache repeated per variant, and rows leave the batch when they emit EOS.
+
+Variants (``AblationSpec``):
+
+- scheme ``prefix`` ablates positions 0..i-1 (the researchers' scheme; ``position`` = i - 1,
+  the last ablated position); ``single`` ablates position i only.
+- mode ``zero`` replaces the value by zeros; ``mean`` by the dataset mean at that position
+  (:func:`compute_mean_thoughts`); ``resample`` by the value of another problem at that
+  position. The partner is a deterministic function of the problem id, the seed and the pool
+  of problem ids (:func:`resample_partner`), so it does not depend on how problems are
+  chunked into runs; pass the full problem table as ``reference_problems``.
+- site ``input`` replaces the thought embedding fed back at that position (z_i, i =
+  0..num_latent-1); ``layer:L`` replaces the residual output of decoder layer L at the
+  position of that latent step (a forward hook, attached in a context manager).
+
+Researchers' protocol (``compat_researchers=True``, see :meth:`AblationSpec.researchers`):
+the bot step counts as position 0 and only five thoughts are fed (positions 1..5 are the five
+latent steps), and the output of decoder layer 8 is zeroed at the ablated positions, for
+``prefix`` sizes 1..5. Its baseline and null rows also feed five thoughts. Their script also
+fed the end-of-thought embedding twice on the ablation path (once on the baseline path); that
+bug is deliberately NOT reproduced: every row here, in both protocols, feeds eot once, and the
+null control would reveal any such path difference.
+
+Metrics per row: the answer text and extracted number (CODI's extraction), correctness,
+``flipped`` (correctness differs from the baseline), ``answer_changed``, ``gold_logprob``
+(teacher-forced log-probability of "The answer is: N" + EOS after eot, summed over its
+tokens) and ``kl_to_baseline`` = KL(baseline || variant) of the next-token distributions at
+the first token of the number (after teacher-forcing "The answer is:").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import polars as pl
+import torch
+
+from polydag.core.step_importance.answers import answers_equal, extract_answer_number
+from polydag.core.step_importance.inference import (
+    DEFAULT_MAX_NEW_TOKENS,
+    RowEdits,
+    ThoughtEdit,
+    decode_answer,
+    encode_gold_reply,
+    encode_question,
+    first_answer_token_index,
+    layer_of_site,
+    run_thought_loop,
+)
+from polydag.core.step_importance.model import ContinuousThoughtModel
+
+SCHEMES = ("prefix", "single")
+MODES = ("zero", "mean", "resample")
+RESEARCHERS_FED_THOUGHTS = 5
+RESEARCHERS_LAYER = 8
+
+ROW_SCHEMA = {
+    "problem_id": pl.String,
+    "variant": pl.String,
+    "protocol": pl.String,
+    "scheme": pl.String,
+    "mode": pl.String,
+    "site": pl.String,
+    "position": pl.Int64,
+    "ablated_positions": pl.String,
+    "partner_id": pl.String,
+    "answer_text": pl.String,
+    "predicted": pl.String,
+    "gold": pl.String,
+    "correct": pl.Boolean,
+    "baseline_correct": pl.Boolean,
+    "flipped": pl.Boolean,
+    "answer_changed": pl.Boolean,
+    "gold_logprob": pl.Float64,
+    "kl_to_baseline": pl.Float64,
+    "n_answer_tokens": pl.Int64,
+}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How positions map onto the loop: ``num_fed`` thoughts are fed; position p is loop slot
+    ``p + slot_offset`` (slot 0 = bot step) and, for the input site, fed thought p."""
+
+    name: str
+    num_fed: int
+    slot_offset: int
+
+    @property
+    def n_positions(self) -> int:
+        return self.num_fed + (1 - self.slot_offset)
+
+
+def make_protocol(model: ContinuousThoughtModel, compat_researchers: bool = False) -> Protocol:
+    """CODI's loop (all ``num_latent`` thoughts, position i = fed thought i) or the
+    researchers' (bot = position 0, then five fed thoughts)."""
+    if compat_researchers:
+        return Protocol("researchers", RESEARCHERS_FED_THOUGHTS, 0)
+    return Protocol("codi", model.num_latent, 1)
+
+
+@dataclass(frozen=True)
+class Variant:
+    variant: str
+    scheme: str            # baseline | null | prefix | single
+    mode: str              # none | zero | mean | resample
+    site: str              # none | input | layer:L
+    position: int          # -1 for baseline and null
+    ablated: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    """Which ablation variants to run (the baseline and the null control always run)."""
+
+    schemes: tuple[str, ...] = ("prefix", "single")
+    modes: tuple[str, ...] = ("zero",)
+    sites: tuple[str, ...] = ("input",)
+    prefix_sizes: tuple[int, ...] | None = None
+    """Prefix variants ablate positions 0..i-1 for each i here; None: 1..n_positions."""
+    single_positions: tuple[int, ...] | None = None
+    """Single-position variants; None: every position."""
+    compat_researchers: bool = False
+    """The researchers' protocol: bot = position 0, five fed thoughts, layer sites only."""
+    seed: int = 0
+    """Seed of the resample partner choice."""
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    with_metrics: bool = True
+    """Compute gold_logprob and kl_to_baseline (one extra teacher-forced block per chunk)."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "schemes", tuple(self.schemes))
+        object.__setattr__(self, "modes", tuple(self.modes))
+        object.__setattr__(self, "sites", tuple(self.sites))
+        for scheme in self.schemes:
+            if scheme not in SCHEMES:
+                raise ValueError(f"unknown ablation scheme {scheme!r}; use one of {SCHEMES}")
+        for mode in self.modes:
+            if mode not in MODES:
+                raise ValueError(f"unknown ablation mode {mode!r}; use one of {MODES}")
+        for site in self.sites:
+            layer_of_site(site)  # raises on a malformed site
+        if self.compat_researchers and any(site == "input" for site in self.sites):
+            raise ValueError("the researchers' protocol ablates layer outputs (e.g. 'layer:8'), not the 'input' site")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+
+    @classmethod
+    def researchers(cls, layer: int = RESEARCHERS_LAYER, **overrides) -> "AblationSpec":
+        """Their protocol: prefix zeroing of layer ``layer`` output, sizes 1..5, bot = 0."""
+        settings = dict(schemes=("prefix",), modes=("zero",), sites=(f"layer:{layer}",),
+                        prefix_sizes=(1, 2, 3, 4, 5), compat_researchers=True)
+        settings.update(overrides)
+        return cls(**settings)
+
+    def protocol(self, model: ContinuousThoughtModel) -> Protocol:
+        return make_protocol(model, self.compat_researchers)
+
+    def variants(self, protocol: Protocol) -> list[Variant]:
+        n = protocol.n_positions
+        tag = "researchers/" if protocol.name == "researchers" else ""
+        out = [Variant(f"{tag}baseline", "baseline", "none", "none", -1, ()),
+               Variant(f"{tag}null", "null", "none", "none", -1, ())]
+        sizes = self.prefix_sizes if self.prefix_sizes is not None else tuple(range(1, n + 1))
+        singles = self.single_positions if self.single_positions is not None else tuple(range(n))
+        for size in sizes:
+            if not 1 <= size <= n:
+                raise ValueError(f"prefix size {size} out of range 1..{n} for the {protocol.name} protocol")
+        for pos in singles:
+            if not 0 <= pos < n:
+                raise ValueError(f"single position {pos} out of range 0..{n - 1} for the {protocol.name} protocol")
+        for scheme in self.schemes:
+            for mode in self.modes:
+                for site in self.sites:
+                    if scheme == "prefix":
+                        for size in sizes:
+                            out.append(Variant(f"{tag}prefix-{mode}-{site}-p{size - 1}", "prefix", mode, site,
+                                               size - 1, tuple(range(size))))
+                    else:
+                        for pos in singles:
+                            out.append(Variant(f"{tag}single-{mode}-{site}-p{pos}", "single", mode, site,
+                                               pos, (pos,)))
+        return out
+
+
+# --------------------------------------------------------------------------- thought banks
+
+
+def resample_partner(problem_id: str, pool_ids: Sequence[str], seed: int) -> str:
+    """The problem whose thoughts replace ``problem_id``'s in ``resample`` mode.
+
+    ``sha256(f"{seed}:{problem_id}")`` indexes the sorted, de-duplicated pool; the next id is
+    taken if that is the problem itself. Depends only on the id, the seed and the pool.
+    """
+    pool = sorted(set(pool_ids))
+    if len(pool) < 2 and (not pool or pool[0] == problem_id):
+        raise ValueError("resample mode needs a pool of at least two problems")
+    digest = hashlib.sha256(f"{seed}:{problem_id}".encode("utf-8")).digest()
+    index = int.from_bytes(digest[:8], "big") % len(pool)
+    if pool[index] == problem_id:
+        index = (index + 1) % len(pool)
+    return pool[index]
+
+
+def _bank_layers(sites: Sequence[str]) -> list[int]:
+    return sorted({layer for layer in map(layer_of_site, sites) if layer is not None})
+
+
+def compute_thought_bank(
+    model: ContinuousThoughtModel,
+    tokenizer,
+    questions: Sequence[str],
+    *,
+    sites: Sequence[str] = ("input",),
+    protocol: Protocol | None = None,
+    batch_size: int = 64,
+) -> dict[str, torch.Tensor]:
+    """Per question, the un-ablated value at every position of every site:
+    ``{site: tensor (n_questions, n_positions, d)}`` (float32, on CPU)."""
+    protocol = protocol or make_protocol(model)
+    layers = _bank_layers(sites)
+    want_input = "input" in sites
+    parts: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
+    for start in range(0, len(questions), batch_size):
+        ids = [encode_question(tokenizer, q) for q in questions[start:start + batch_size]]
+        out = run_thought_loop(model, ids, eos_token_id=tokenizer.eos_token_id, num_fed=protocol.num_fed,
+                               decode=False, capture_inputs=want_input, capture_layers=layers)
+        if want_input:
+            parts["input"].append(out.fed_thoughts.float().cpu())
+        for layer in layers:
+            slots = out.layer_outputs[layer][:, protocol.slot_offset: protocol.slot_offset + protocol.n_positions]
+            parts[f"layer:{layer}"].append(slots.float().cpu())
+    return {site: torch.cat(chunks, dim=0) for site, chunks in parts.items()}
+
+
+def compute_mean_thoughts(
+    model: ContinuousThoughtModel,
+    tokenizer,
+    questions: Sequence[str],
+    *,
+    sites: Sequence[str] = ("input",),
+    compat_researchers: bool = False,
+    batch_size: int = 64,
+    logger: logging.Logger | None = None,
+) -> dict[str, torch.Tensor]:
+    """The dataset mean at each position of each site: ``{site: (n_positions, d)}``.
+
+    For ``input`` this is the mean fed thought z_i; for ``layer:L`` the mean output of layer
+    L at latent step i (under the researchers' protocol, position 0 is the bot step).
+    """
+    if not questions:
+        raise ValueError("compute_mean_thoughts needs at least one question")
+    log = logger or logging.getLogger(__name__)
+    if compat_researchers and "input" in sites:
+        raise ValueError("the researchers' protocol has no 'input' site (position 0 is the bot step)")
+    protocol = make_protocol(model, compat_researchers)
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, len(questions), batch_size):
+        bank = compute_thought_bank(model, tokenizer, questions[start:start + batch_size], sites=sites,
+                                    protocol=protocol, batch_size=batch_size)
+        for site, values in bank.items():
+            sums[site] = sums.get(site, 0) + values.sum(dim=0)
+    log.info("mean thoughts over %d questions for sites %s", len(questions), ", ".join(sites))
+    return {site: total / len(questions) for site, total in sums.items()}
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def _replacement_values(variant: Variant, protocol: Protocol, mean_thoughts, partner_bank, partner_index, d):
+    """(n_positions, d) replacement values of one variant at its site."""
+    n = protocol.n_positions
+    if variant.mode == "zero":
+        return torch.zeros(n, d)
+    if variant.mode == "mean":
+        return mean_thoughts[variant.site]
+    if variant.mode == "resample":
+        return partner_bank[variant.site][partner_index]
+    raise AssertionError(variant.mode)
+
+
+def _build_edits(variants, protocol, problem_partner_index, mean_thoughts, partner_bank, d) -> RowEdits:
+    """Row edits for a chunk: rows are problem-major, ``len(variants)`` rows per problem."""
+    n_problems, n_variants = len(problem_partner_index), len(variants)
+    n_rows, n_slots = n_problems * n_variants, protocol.num_fed + 1
+    sites = sorted({v.site for v in variants if v.site != "none"})
+    edits = RowEdits()
+    for site in sites:
+        layer = layer_of_site(site)
+        width = protocol.num_fed if layer is None else n_slots
+        mask = torch.zeros(n_rows, width, dtype=torch.bool)
+        values = torch.zeros(n_rows, width, d)
+        for p, partner in enumerate(problem_partner_index):
+            for v, variant in enumerate(variants):
+                if variant.site != site or not variant.ablated:
+                    continue
+                repl = _replacement_values(variant, protocol, mean_thoughts, partner_bank, partner, d)
+                row = p * n_variants + v
+                for pos in variant.ablated:
+                    index = pos if layer is None else pos + protocol.slot_offset
+                    mask[row, index] = True
+                    values[row, index] = repl[pos]
+        if layer is None:
+            edits.input_mask, edits.input_values = mask, values
+        else:
+            edits.layer_masks[layer], edits.layer_values[layer] = mask, values
+    return edits
+
+
+def reference_edits(variant: Variant, protocol: Protocol, hidden_size: int, *, mean_thoughts=None,
+                    partner_values=None) -> list[ThoughtEdit]:
+    """The same ablation as one-row :class:`ThoughtEdit`s for ``reference_answer_one``
+    (``partner_values``: ``{site: (n_positions, d)}`` of the resample partner)."""
+    if not variant.ablated:
+        return []
+    if variant.mode == "zero":
+        values = torch.zeros(protocol.n_positions, hidden_size)
+    elif variant.mode == "mean":
+        values = mean_thoughts[variant.site]
+    else:
+        values = partner_values[variant.site]
+    layer = layer_of_site(variant.site)
+    offset = 0 if layer is None else protocol.slot_offset
+    return [ThoughtEdit(variant.site, {pos + offset: values[pos] for pos in variant.ablated})]
+
+
+def run_ablations(
+    model: ContinuousThoughtModel,
+    tokenizer,
+    problems: pl.DataFrame,
+    spec: AblationSpec | None = None,
+    *,
+    chunk_size: int = 32,
+    logger: logging.Logger | None = None,
+    mean_thoughts: Mapping[str, torch.Tensor] | None = None,
+    reference_problems: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """One row per (problem, variant) for every problem of ``problems`` (columns: ROW_SCHEMA).
+
+    ``reference_problems`` (default: ``problems``) is the pool for resample partners and, if
+    ``mean_thoughts`` is not given, for the mean thoughts; pass the full problem table so
+    that results do not depend on which problems a run covers.
+    """
+    spec = spec or AblationSpec()
+    log = logger or logging.getLogger(__name__)
+    for column in ("problem_id", "question", "answer"):
+        if column not in problems.columns:
+            raise ValueError(f"problems table has no {column!r} column (columns: {problems.columns})")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    if problems.is_empty():
+        return pl.DataFrame(schema=ROW_SCHEMA)
+    protocol = spec.protocol(model)
+    variants = spec.variants(protocol)
+    pool = reference_problems if reference_problems is not None else problems
+    d = model.hidden_size
+    sites_by_mode = {mode: sorted({v.site for v in variants if v.mode == mode}) for mode in MODES}
+
+    if sites_by_mode["mean"]:
+        missing = [s for s in sites_by_mode["mean"] if mean_thoughts is None or s not in mean_thoughts]
+        if missing:
+            log.info("computing mean thoughts over %d reference problems", pool.height)
+            computed = compute_mean_thoughts(model, tokenizer, pool["question"].to_list(), sites=missing,
+                                             compat_researchers=spec.compat_researchers, batch_size=max(chunk_size, 16))
+            mean_thoughts = {**(mean_thoughts or {}), **computed}
+        mean_thoughts = {site: value.float().cpu() for site, value in mean_thoughts.items()}
+        for site in sites_by_mode["mean"]:
+            if tuple(mean_thoughts[site].shape) != (protocol.n_positions, d):
+                raise ValueError(f"mean_thoughts[{site!r}] has shape {tuple(mean_thoughts[site].shape)}, "
+                                 f"expected {(protocol.n_positions, d)}")
+    partners: dict[str, str] = {}
+    if sites_by_mode["resample"]:
+        pool_ids = pool["problem_id"].to_list()
+        partners = {pid: resample_partner(pid, pool_ids, spec.seed) for pid in problems["problem_id"].to_list()}
+        pool_questions = dict(zip(pool["problem_id"].to_list(), pool["question"].to_list()))
+
+    ids = [encode_question(tokenizer, q) for q in problems["question"].to_list()]
+    # Chunks of similar length waste less compute on padding; rows go back to input order.
+    order = sorted(range(problems.height), key=lambda i: (len(ids[i]), i))
+    records: list[dict | None] = [None] * problems.height
+    problem_ids = problems["problem_id"].to_list()
+    golds = problems["answer"].to_list()
+    started = time.perf_counter()
+    n_chunks = (len(order) + chunk_size - 1) // chunk_size
+    for c, start in enumerate(range(0, len(order), chunk_size)):
+        chunk = order[start:start + chunk_size]
+        partner_bank, partner_index = None, [0] * len(chunk)
+        if partners:
+            partner_ids = sorted({partners[problem_ids[i]] for i in chunk})
+            partner_bank = compute_thought_bank(model, tokenizer, [pool_questions[p] for p in partner_ids],
+                                                sites=sites_by_mode["resample"], protocol=protocol,
+                                                batch_size=max(len(partner_ids), 1))
+            partner_index = [partner_ids.index(partners[problem_ids[i]]) for i in chunk]
+        edits = _build_edits(variants, protocol, partner_index, mean_thoughts, partner_bank, d)
+        gold_ids = [encode_gold_reply(tokenizer, golds[i]) for i in chunk] if spec.with_metrics else None
+        n_var = len(variants)
+        out = run_thought_loop(
+            model, [ids[i] for i in chunk], eos_token_id=tokenizer.eos_token_id, repeats=n_var,
+            num_fed=protocol.num_fed, edits=edits, max_new_tokens=spec.max_new_tokens,
+            gold_reply_ids=gold_ids,
+            first_answer_index=[first_answer_token_index(tokenizer, g) for g in gold_ids] if gold_ids else None,
+            kl_reference_rows=torch.arange(len(chunk)).repeat_interleave(n_var) * n_var if gold_ids else None,
+        )
+        for p, i in enumerate(chunk):
+            records[i] = _rows_for_problem(
+                problem_ids[i], golds[i], variants, protocol, out, p * n_var, tokenizer,
+                partners.get(problem_ids[i]))
+        done = min(start + chunk_size, len(order))
+        elapsed = time.perf_counter() - started
+        log.info("step importance: chunk %d/%d, %d/%d problems, %d rows, %.1f s, %.2f problems/s",
+                 c + 1, n_chunks, done, len(order), done * n_var, elapsed, done / max(elapsed, 1e-9))
+    rows = [row for problem_rows in records for row in problem_rows]
+    return pl.DataFrame(rows, schema=ROW_SCHEMA)
+
+
+def _rows_for_problem(problem_id, gold, variants, protocol, out, offset, tokenizer, partner_id) -> list[dict]:
+    texts = [decode_answer(tokenizer, out.token_ids[offset + v]) for v in range(len(variants))]
+    predicted = [extract_answer_number(t) for t in texts]
+    correct = [answers_equal(p, gold) for p in predicted]
+    base = 0  # variants[0] is the baseline
+    rows = []
+    for v, variant in enumerate(variants):
+        rows.append({
+            "problem_id": problem_id,
+            "variant": variant.variant,
+            "protocol": protocol.name,
+            "scheme": variant.scheme,
+            "mode": variant.mode,
+            "site": variant.site,
+            "position": variant.position,
+            "ablated_positions": ",".join(str(p) for p in variant.ablated),
+            "partner_id": partner_id if variant.mode == "resample" else None,
+            "answer_text": texts[v],
+            "predicted": predicted[v],
+            "gold": gold,
+            "correct": correct[v],
+            "baseline_correct": correct[base],
+            "flipped": correct[v] != correct[base],
+            "answer_changed": predicted[v] != predicted[base],
+            "gold_logprob": float(out.gold_logprob[offset + v]) if out.gold_logprob is not None else None,
+            "kl_to_baseline": float(out.kl_to_reference[offset + v]) if out.kl_to_reference is not None else None,
+            "n_answer_tokens": len(out.token_ids[offset + v]),
+        })
+    return rows

@@ -1,0 +1,192 @@
+"""The entry points the Dagster layer calls (plain arguments in, plain values out).
+
+- :func:`train_default` trains the offline default model and returns its :class:`CodiModelInfo`.
+- :func:`register_checkpoint` validates a real CODI checkpoint (strict key check by loading it).
+- :func:`load_model` turns a ``CodiModelInfo`` (or its row as a dict) back into (model, tokenizer).
+- :func:`run_step_importance` runs the ablation sweep for some problems with that model.
+
+A ``CodiModelInfo`` row is all that downstream steps need to reload the model, so it is what
+the ``codi_model`` asset stores.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import polars as pl
+
+from polydag.core.step_importance.model import LLAMA_TARGET_MODULES
+
+DEFAULT_KIND, CHECKPOINT_KIND = "default", "checkpoint"
+
+
+@dataclass
+class CodiModelInfo:
+    kind: str                     # "default" (trained here) or "checkpoint" (a CODI checkpoint)
+    path: str                     # checkpoint directory
+    base_model_path: str          # config (and tokenizer) directory of the base model
+    lora_r: int
+    lora_alpha: int
+    target_modules: str           # comma-separated
+    prj_dim: int
+    num_latent: int
+    sha256: str                   # of the weights file
+    n_params: int
+    train_wall_s: float | None = None
+    train_steps: int | None = None
+    heldout_accuracy: float | None = None
+    n_heldout: int | None = None
+    chance_accuracy: float | None = None
+    train_accuracy: float | None = None
+
+
+def train_default(
+    problems: pl.DataFrame,
+    out_dir: str | Path,
+    *,
+    train_steps: int | None = None,
+    seed: int = 0,
+    logger: logging.Logger | None = None,
+) -> CodiModelInfo:
+    """Train the small default CODI model on ``problems`` and save it to ``out_dir``."""
+    from polydag.core.step_importance.train import BASE_DIR, TrainConfig, train_default_model
+
+    cfg = TrainConfig(seed=seed)
+    if train_steps is not None:
+        cfg.steps = int(train_steps)
+    info = train_default_model(problems, out_dir, cfg, logger=logger)
+    s = info.settings
+    return CodiModelInfo(
+        kind=DEFAULT_KIND, path=str(info.path), base_model_path=str(Path(info.path) / BASE_DIR),
+        lora_r=s["lora_r"], lora_alpha=s["lora_alpha"], target_modules=",".join(s["target_modules"]),
+        prj_dim=s["prj_dim"], num_latent=s["num_latent"], sha256=info.sha256, n_params=info.n_params,
+        train_wall_s=round(info.wall_s, 2), train_steps=info.steps_done,
+        heldout_accuracy=info.heldout_accuracy, n_heldout=info.n_heldout,
+        chance_accuracy=info.chance_accuracy, train_accuracy=info.train_accuracy,
+    )
+
+
+def register_checkpoint(
+    checkpoint_dir: str | Path,
+    *,
+    base_model_path: str | Path | None,
+    lora_r: int = 128,
+    lora_alpha: int = 32,
+    target_modules: Sequence[str] = LLAMA_TARGET_MODULES,
+    prj_dim: int = 2048,
+    num_latent: int = 6,
+) -> CodiModelInfo:
+    """Load a CODI checkpoint once (failing on any missing/unexpected key) and describe it."""
+    from polydag.core.step_importance.model import _weights_file, load_codi_checkpoint
+    from polydag.core.ops.hashing import file_sha256
+
+    if not base_model_path:
+        raise ValueError("a CODI checkpoint needs base_model_path (the local base model directory, "
+                         "e.g. Llama-3.2-1B-Instruct, for its config and tokenizer)")
+    model = load_codi_checkpoint(checkpoint_dir, base_model_path, lora_r=lora_r, lora_alpha=lora_alpha,
+                                 target_modules=target_modules, prj_dim=prj_dim, num_latent=num_latent)
+    n_params = model.n_params()
+    del model
+    weights = _weights_file(Path(checkpoint_dir))
+    return CodiModelInfo(
+        kind=CHECKPOINT_KIND, path=str(checkpoint_dir), base_model_path=str(base_model_path), lora_r=lora_r,
+        lora_alpha=lora_alpha, target_modules=",".join(target_modules), prj_dim=prj_dim, num_latent=num_latent,
+        sha256=file_sha256(weights), n_params=n_params,
+    )
+
+
+def _as_info(info: CodiModelInfo | Mapping) -> CodiModelInfo:
+    if isinstance(info, CodiModelInfo):
+        return info
+    names = {f.name for f in fields(CodiModelInfo)}
+    required = [n for n in ("kind", "path", "base_model_path", "lora_r", "lora_alpha", "target_modules",
+                            "prj_dim", "num_latent", "sha256", "n_params") if info.get(n) is None]
+    if required:
+        raise ValueError(f"model description lacks {required} (has {sorted(info)})")
+    return CodiModelInfo(**{k: v for k, v in info.items() if k in names})
+
+
+def load_model(info: CodiModelInfo | Mapping, *, device: str = "cpu", dtype=None):
+    """(model, tokenizer) for a model described by :class:`CodiModelInfo` (or its dict row)."""
+    import torch
+
+    from polydag.core.step_importance.model import load_codi_checkpoint
+    from polydag.core.step_importance.tiny_tokenizer import load_tokenizer
+
+    info = _as_info(info)
+    model = load_codi_checkpoint(
+        info.path, info.base_model_path, lora_r=int(info.lora_r), lora_alpha=int(info.lora_alpha),
+        target_modules=[t for t in str(info.target_modules).split(",") if t], prj_dim=int(info.prj_dim),
+        num_latent=int(info.num_latent), dtype=dtype or torch.float32, device=device,
+    )
+    return model, load_tokenizer(info.base_model_path)
+
+
+def researchers_layer(n_layers: int) -> int:
+    """The researchers zeroed layer 8 of LLaMA-3.2-1B's 16; smaller models use their middle layer."""
+    return 8 if n_layers > 8 else n_layers // 2
+
+
+def run_step_importance(
+    model_info: CodiModelInfo | Mapping,
+    problems: pl.DataFrame,
+    *,
+    all_problems: pl.DataFrame | None = None,
+    schemes: Sequence[str] = ("prefix", "single"),
+    modes: Sequence[str] = ("zero",),
+    sites: Sequence[str] = ("input",),
+    compat_researchers: bool = False,
+    chunk_size: int = 32,
+    seed: int = 0,
+    device: str = "auto",
+    max_new_tokens: int | None = None,
+    cpu_threads: int | None = 1,
+    logger: logging.Logger | None = None,
+) -> pl.DataFrame:
+    """Ablation rows for ``problems`` (see :func:`polydag.core.step_importance.ablation.run_ablations`).
+
+    ``all_problems`` (the full problem table) is the pool for resample partners and mean
+    thoughts, so results do not depend on which problems a run covers. With
+    ``compat_researchers`` the researchers' protocol runs too; its rows have ``protocol`` =
+    "researchers" and their own baseline and null rows. On CPU the sweep runs with
+    ``cpu_threads`` torch threads (None: torch's setting); with the small default model one
+    thread was 3x faster than two on shared cores.
+    """
+    import torch
+
+    from polydag.core.polychromic.base_model import resolve_device
+    from polydag.core.step_importance.ablation import AblationSpec, run_ablations
+    from polydag.core.step_importance.inference import DEFAULT_MAX_NEW_TOKENS
+
+    log = logger or logging.getLogger(__name__)
+    device = resolve_device(device)
+    model, tokenizer = load_model(model_info, device=device)
+    pool = all_problems if all_problems is not None else problems
+    max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+    specs = [AblationSpec(schemes=tuple(schemes), modes=tuple(modes), sites=tuple(sites), seed=seed,
+                          max_new_tokens=max_new)]
+    if compat_researchers:
+        layer = researchers_layer(len(model.decoder_layers))
+        if layer != 8:
+            log.info("researchers' protocol: the model has %d layers, zeroing layer %d instead of 8",
+                     len(model.decoder_layers), layer)
+        specs.append(AblationSpec.researchers(layer=layer, seed=seed, max_new_tokens=max_new))
+    frames = []
+    previous_threads = torch.get_num_threads()
+    if cpu_threads and device == "cpu":
+        torch.set_num_threads(cpu_threads)
+    try:
+        with torch.inference_mode():
+            for spec in specs:
+                frames.append(run_ablations(model, tokenizer, problems, spec, chunk_size=chunk_size, logger=log,
+                                            reference_problems=pool))
+    finally:
+        torch.set_num_threads(previous_threads)
+    return pl.concat(frames)
+
+
+def info_as_row(info: CodiModelInfo) -> dict:
+    return asdict(info)

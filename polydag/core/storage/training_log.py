@@ -1,0 +1,126 @@
+"""The live ``training_log`` table: one row per logged training step, written while training runs.
+
+Rows are buffered and flushed every few seconds through a short-lived connection, so a sensor
+or a ``polydag sql`` reader in another process can watch training as it happens. ``seq`` is a
+strictly increasing sequence value (a sensor's cursor; rowid is not stable across deletes).
+
+A run's rows become the λ's official log only when the whole run succeeds (``commit``): then
+the rows of that λ from earlier runs are removed. A failed run removes its own rows
+(``discard``), so the table never holds a half-written log next to a checkpoint it does not
+describe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from polydag.core.storage.duck import connect
+
+TABLE = "training_log"
+LOG_FIELDS = (
+    "step",
+    "quality_loss",
+    "diversity_score",
+    "diversity_loss",
+    "combined_loss",
+    "diversity_grad_share",
+    "learning_rate",
+    "wall_time",
+)
+_DDL = f"""
+CREATE SEQUENCE IF NOT EXISTS {TABLE}_seq;
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    seq BIGINT DEFAULT nextval('{TABLE}_seq'),
+    run_id VARCHAR NOT NULL,
+    lambda_key VARCHAR NOT NULL,
+    diversity_weight DOUBLE NOT NULL,
+    step INTEGER NOT NULL,
+    quality_loss DOUBLE,
+    diversity_score DOUBLE,
+    diversity_loss DOUBLE,
+    combined_loss DOUBLE,
+    diversity_grad_share DOUBLE,
+    learning_rate DOUBLE,
+    wall_time DOUBLE,
+    logged_at TIMESTAMP DEFAULT current_timestamp
+);
+"""
+
+
+def _plain(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value  # NaN stays NaN: a sensor must see it
+
+
+class TrainingLogWriter:
+    """Callable ``log_fn`` for the trainer; appends rows for one (run, λ) to ``training_log``."""
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        run_id: str,
+        lambda_key: str,
+        diversity_weight: float,
+        flush_every_s: float = 2.0,
+    ):
+        self.db_path = Path(db_path)
+        self.run_id = run_id
+        self.lambda_key = lambda_key
+        self.diversity_weight = float(diversity_weight)
+        self.flush_every_s = flush_every_s
+        self._buffer: list[tuple] = []
+        self._last_flush = time.monotonic()
+        with connect(self.db_path) as con:
+            con.execute(_DDL)
+
+    def __call__(self, row: dict) -> None:
+        missing = [f for f in LOG_FIELDS if f not in row]
+        if missing:
+            raise KeyError(f"training log row is missing fields {missing}: {row}")
+        self._buffer.append(
+            (self.run_id, self.lambda_key, self.diversity_weight, int(row["step"]))
+            + tuple(_plain(row[f]) for f in LOG_FIELDS[1:])
+        )
+        if time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        rows, self._buffer = self._buffer, []
+        with connect(self.db_path) as con:
+            con.executemany(
+                f"INSERT INTO {TABLE} (run_id, lambda_key, diversity_weight, "
+                + ", ".join(LOG_FIELDS)
+                + ") VALUES ("
+                + ", ".join(["?"] * (3 + len(LOG_FIELDS)))
+                + ")",
+                rows,
+            )
+        self._last_flush = time.monotonic()
+
+
+def commit_runs(db_path: str | Path, run_id: str, lambda_keys: list[str]) -> None:
+    """Make ``run_id``'s rows the log of ``lambda_keys``: drop those λ's rows from other runs."""
+    with connect(db_path) as con:
+        con.execute(_DDL)
+        con.execute(
+            f"DELETE FROM {TABLE} WHERE run_id <> ? AND lambda_key IN (SELECT unnest(?))",
+            [run_id, list(lambda_keys)],
+        )
+
+
+def discard_run(db_path: str | Path, run_id: str) -> None:
+    """Remove every row a failed run wrote."""
+    with connect(db_path) as con:
+        con.execute(_DDL)
+        con.execute(f"DELETE FROM {TABLE} WHERE run_id = ?", [run_id])
+
+
+def is_finite_or_none(value) -> bool:
+    return value is None or math.isfinite(value)

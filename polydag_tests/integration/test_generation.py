@@ -1,0 +1,183 @@
+"""Batched, seeded generation with a tiny Qwen3 model and tokenizer built in the test."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from polydag.core.polychromic.base_model import BaseModelConfig, build_default_base_model, load_model_and_tokenizer
+from polydag.core.evaluation.generation import (
+    AdapterPathError,
+    GenerationConfig,
+    generate_samples,
+    generate_samples_one_at_a_time,
+    generation_cache_key,
+    load_model_with_adapter,
+    newline_token_ids,
+)
+from polydag.core.polychromic.prompting import format_prompt
+
+TWEETS = [
+    ("Quick poll: puppy training class, yes or no? #dogs", "Yes, every puppy deserves it"),
+    ("Early morning thoughts: learning guitar hits different", "Keep practicing, it gets easier"),
+    ("Just finished my first marathon!!", "Congrats, that is huge"),
+    ("Coffee or tea to start the day?", "Coffee, always coffee"),
+    ("Why is Monday so long", "Because Tuesday is waiting"),
+]
+PROMPTS = [format_prompt(p) for p, _ in TWEETS]
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny-base")
+    build_default_base_model(TWEETS * 4, out, BaseModelConfig.tiny_for_tests(pretrain_steps=4))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(base_dir):
+    return load_model_and_tokenizer(base_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def random_model_and_tokenizer(base_dir):
+    """The tiny model with large random weights: its greedy output depends on every prompt
+    token, so a padding or attention-mask mistake changes it (the briefly pretrained model
+    answers "::::" to everything, which would make a padding test vacuous)."""
+    model, tokenizer = load_model_and_tokenizer(base_dir, device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim >= 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return model, tokenizer
+
+
+def _prefill_batch_sizes(model, run):
+    """Batch size of each generate call's first (prefill) forward pass."""
+    sizes = []
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] > 1:
+            sizes.append(ids.shape[0])
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return sizes
+
+
+def test_n_samples_per_prompt(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    cfg = GenerationConfig(n_samples=4, max_new_tokens=12, prompt_batch_size=2)
+    samples = generate_samples(model, tokenizer, PROMPTS, cfg)
+    assert len(samples) == len(PROMPTS)
+    assert all(len(replies) == 4 for replies in samples)
+    assert all(isinstance(r, str) and "\n" not in r and r == r.strip() for replies in samples for r in replies)
+    assert any(r for replies in samples for r in replies)
+
+
+def test_generation_is_batched(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    cfg = GenerationConfig(n_samples=3, max_new_tokens=6, prompt_batch_size=4)
+    sizes = _prefill_batch_sizes(model, lambda: generate_samples(model, tokenizer, PROMPTS, cfg))
+    assert sizes == [4 * 3, 1 * 3]  # two generate calls: 4 prompts × 3 samples, then 1 × 3
+    naive = _prefill_batch_sizes(model, lambda: generate_samples_one_at_a_time(model, tokenizer, PROMPTS[:2], cfg))
+    assert naive == [1] * 6
+
+
+def test_deterministic_for_a_seed_and_independent_of_global_rng(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    cfg = GenerationConfig(n_samples=3, max_new_tokens=10, prompt_batch_size=2, seed=7)
+    torch.manual_seed(0)
+    first = generate_samples(model, tokenizer, PROMPTS, cfg)
+    after_first = torch.rand(1)
+    torch.manual_seed(12345)
+    second = generate_samples(model, tokenizer, PROMPTS, cfg)
+    assert first == second
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), after_first)  # the caller's RNG stream was not consumed
+    other_seed = generate_samples(model, tokenizer, PROMPTS, dataclasses.replace(cfg, seed=8))
+    assert other_seed != first
+
+
+def test_left_padding_matches_unbatched_generation(random_model_and_tokenizer):
+    """With top_p → 0 sampling is greedy, so batched (left-padded) and one-at-a-time agree."""
+    model, tokenizer = random_model_and_tokenizer
+    lengths = {len(tokenizer(p)["input_ids"]) for p in PROMPTS}
+    assert len(lengths) > 1  # the batch really needs padding
+    cfg = GenerationConfig(n_samples=2, max_new_tokens=10, prompt_batch_size=5, top_p=1e-9)
+    batched = generate_samples(model, tokenizer, PROMPTS, cfg)
+    single = generate_samples_one_at_a_time(model, tokenizer, PROMPTS, cfg)
+    assert len({r for replies in single for r in replies}) == len(PROMPTS)  # not a vacuous match
+    assert batched == single
+
+
+def test_replies_stop_at_newline(model_and_tokenizer):
+    _, tokenizer = model_and_tokenizer
+    ids = newline_token_ids(tokenizer)
+    assert ids and all("\n" in tokenizer.decode([i]) for i in ids)
+    from polydag.core.evaluation.generation import _decode_reply
+
+    text_ids = tokenizer(" hello\nworld", add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    assert _decode_reply(tokenizer, text_ids + [eos] + text_ids, {eos}) == "hello"
+    assert _decode_reply(tokenizer, [eos] + text_ids, {eos}) == ""
+
+
+def test_cache_key_covers_adapter_and_every_config_field():
+    sha = "ab" * 32
+    cfg = GenerationConfig()
+    key = generation_cache_key(sha, cfg)
+    assert key == generation_cache_key(sha, GenerationConfig())
+    assert generation_cache_key("cd" * 32, cfg) != key
+    changed = {"n_samples": 5, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 16,
+               "prompt_batch_size": 8, "seed": 1, "top_k": 5}
+    assert set(changed) == {f.name for f in dataclasses.fields(GenerationConfig)}
+    for name, value in changed.items():
+        assert generation_cache_key(sha, dataclasses.replace(cfg, **{name: value})) != key, name
+    assert generation_cache_key(sha, cfg, extra={"prompts": "x"}) != key
+    with pytest.raises(ValueError, match="sha256"):
+        generation_cache_key("not-a-hash", cfg)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("n_samples", 0), ("temperature", 0.0), ("top_p", 1.5), ("max_new_tokens", 0),
+     ("prompt_batch_size", -1), ("top_k", -1), ("seed", 1.5)],
+)
+def test_config_validation(field, value):
+    with pytest.raises(ValueError, match=f"GenerationConfig.{field}"):
+        GenerationConfig(**{field: value})
+
+
+def test_load_model_with_adapter(base_dir, tmp_path, model_and_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    base, tokenizer = load_model_and_tokenizer(base_dir, device="cpu")
+    torch.manual_seed(0)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(str(adapter_dir))
+
+    model, tokenizer = load_model_with_adapter(base_dir, adapter_dir, device="cpu")
+    assert not model.training
+    ids = tokenizer(PROMPTS[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+        expected = peft_model.eval()(input_ids=ids).logits
+        plain = model_and_tokenizer[0](input_ids=ids).logits
+    torch.testing.assert_close(adapted, expected)
+    assert not torch.allclose(adapted, plain)
+    merged, _ = load_model_with_adapter(base_dir, adapter_dir, device="cpu", merge=True)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-4)
+
+    with pytest.raises(AdapterPathError, match="does not exist"):
+        load_model_with_adapter(base_dir, tmp_path / "missing", device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdapterPathError, match="adapter_config.json"):
+        load_model_with_adapter(base_dir, tmp_path / "empty", device="cpu")
