@@ -73,7 +73,8 @@ def build_shape(shape: str, tokenizer, device: str, dtype):
 def load_bench_model(args, problems, device, dtype):
     from polydag.core.step_importance.model import TinyCodiConfig, build_tiny_codi_model
     from polydag.core.step_importance.tiny_tokenizer import build_tiny_tokenizer
-    from polydag.core.step_importance.train import TrainConfig, load_trained_model
+    from polydag.core.step_importance.config import CodiTrainConfig
+    from polydag.core.step_importance.train import load_trained_model
 
     if args.model_dir and Path(args.model_dir, "codi_settings.json").is_file():
         model, tokenizer = load_trained_model(args.model_dir, device=device, dtype=dtype)
@@ -82,7 +83,7 @@ def load_bench_model(args, problems, device, dtype):
         print(f"--model-dir {args.model_dir} has no trained model; using a random one", file=sys.stderr)
     tokenizer = build_tiny_tokenizer(problems["question"].to_list())
     if args.shape == "tiny":
-        t = TrainConfig()
+        t = CodiTrainConfig()
         cfg = TinyCodiConfig(hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
                              num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
                              num_key_value_heads=t.num_key_value_heads, lora_r=t.lora_r, lora_alpha=t.lora_alpha,

@@ -48,7 +48,7 @@ def main() -> None:
     env = dict(os.environ, DAGSTER_HOME=str(home), POLYDAG_DATA_DIR=str(work),
                PYTHONUNBUFFERED="1")
     (work / "run.yaml").write_text(
-        f"ops:\n  codi_model:\n    config:\n      train_steps: {args.train_steps}\n")
+        f"ops:\n  codi_model:\n    config:\n      default_model:\n        steps: {args.train_steps}\n")
 
     setup = subprocess.run(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "polydag",

@@ -23,7 +23,7 @@ from polydag.defs.evaluation import assets as evaluation_assets
 from polydag.defs.evaluation import checks as evaluation_checks
 from polydag.defs.polychromic import assets as polychromic_assets
 from polydag.defs.polychromic import checks as polychromic_checks
-from polydag.defs.storage.resources import build_resources
+from polydag.defs.resources import build_resources
 from polydag.defs.polychromic.sensors import SENSORS
 from polydag.defs.step_importance import assets as step_assets
 from polydag.defs.step_importance import checks as step_checks

@@ -7,8 +7,9 @@ lists and dicts become JSON metadata, None becomes an explicit null.
 
 from typing import Any, Mapping
 
-from dagster import MetadataValue
+from dagster import DataVersion, MetadataValue, Output
 
+from polydag.core.ops.hashing import frame_sha256
 from polydag.core.ops.jsonable import to_jsonable
 
 
@@ -26,3 +27,9 @@ def jsonable_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = plain
     return out
+
+
+def table_output(table, metadata: Mapping[str, Any]) -> Output:
+    """``Output(table)`` whose data version is the table's content hash, so a re-run that
+    produces the same rows leaves everything downstream fresh."""
+    return Output(table, data_version=DataVersion(frame_sha256(table)), metadata=dict(metadata))

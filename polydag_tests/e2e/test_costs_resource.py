@@ -15,7 +15,8 @@ from dagster import (
 
 from polydag.core.storage.costs import total_sweep_cost
 from polydag.defs.storage.costs import CostModel
-from polydag.defs.storage.resources import PolydagStorage, build_resources
+from polydag.defs.resources import build_resources
+from polydag.defs.storage.resources import PolydagStorage
 
 parts = DynamicPartitionsDefinition(name="lambda")
 

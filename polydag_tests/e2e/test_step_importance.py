@@ -18,7 +18,7 @@ from polydag_tests.e2e.harness import REPO, Pipeline
 pytestmark = pytest.mark.e2e
 
 N_PROBLEMS = 48
-CODI = {"train_steps": 40}
+CODI = {"default_model": {"steps": 40}}
 
 
 def write_problems(path: Path, n: int) -> Path:

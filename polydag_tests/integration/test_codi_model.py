@@ -242,7 +242,8 @@ def test_train_default_model_writes_a_loadable_codi_checkpoint(tmp_path):
     import polars as pl
 
     from polydag.core.step_importance import api
-    from polydag.core.step_importance.train import TrainConfig, generated_training_problems, load_trained_model, train_default_model
+    from polydag.core.step_importance.config import CodiTrainConfig as TrainConfig, StepImportanceConfig
+    from polydag.core.step_importance.train import generated_training_problems, load_trained_model, train_default_model
     from polydag.core.step_importance.problems import load_problems
     from polydag.step_importance import load_problems as public_load
 
@@ -267,8 +268,9 @@ def test_train_default_model_writes_a_loadable_codi_checkpoint(tmp_path):
     row = api.CodiModelInfo(kind="default", path=str(tmp_path / "codi"), base_model_path=str(tmp_path / "codi" / "base"),
                             lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=",".join(LLAMA_TARGET_MODULES),
                             prj_dim=cfg.prj_dim, num_latent=cfg.num_latent, sha256=info.sha256, n_params=info.n_params)
-    rows = api.run_step_importance(api.info_as_row(row), problems.head(2), all_problems=problems,
-                                   compat_researchers=True, device="cpu", max_new_tokens=4)
+    rows = api.run_step_importance(api.info_as_row(row), problems.head(2),
+                                   StepImportanceConfig(compat_researchers=True, device="cpu", max_new_tokens=4),
+                                   all_problems=problems)
     assert set(rows["protocol"].unique()) == {"codi", "researchers"}
     researchers = rows.filter(pl.col("protocol") == "researchers")
     assert set(researchers["site"].unique()) - {"none"} == {"layer:1"}   # 2 layers: the middle one

@@ -13,8 +13,8 @@ from polydag.core.evaluation.generation import (
     generate_samples_one_at_a_time,
     generation_cache_key,
     load_model_with_adapter,
-    newline_token_ids,
 )
+from polydag.core.polychromic.sampling import decode_reply, newline_token_ids
 from polydag.core.polychromic.prompting import format_prompt
 
 TWEETS = [
@@ -120,12 +120,10 @@ def test_replies_stop_at_newline(model_and_tokenizer):
     _, tokenizer = model_and_tokenizer
     ids = newline_token_ids(tokenizer)
     assert ids and all("\n" in tokenizer.decode([i]) for i in ids)
-    from polydag.core.evaluation.generation import _decode_reply
-
     text_ids = tokenizer(" hello\nworld", add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
-    assert _decode_reply(tokenizer, text_ids + [eos] + text_ids, {eos}) == "hello"
-    assert _decode_reply(tokenizer, [eos] + text_ids, {eos}) == ""
+    assert decode_reply(tokenizer, text_ids + [eos] + text_ids, frozenset({eos})) == "hello"
+    assert decode_reply(tokenizer, [eos] + text_ids, frozenset({eos})) == ""
 
 
 def test_cache_key_covers_adapter_and_every_config_field():
@@ -135,7 +133,7 @@ def test_cache_key_covers_adapter_and_every_config_field():
     assert key == generation_cache_key(sha, GenerationConfig())
     assert generation_cache_key("cd" * 32, cfg) != key
     changed = {"n_samples": 5, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 16,
-               "prompt_batch_size": 8, "seed": 1, "top_k": 5}
+               "prompt_batch_size": 8, "seed": 1, "top_k": 5, "device": "cpu"}
     assert set(changed) == {f.name for f in dataclasses.fields(GenerationConfig)}
     for name, value in changed.items():
         assert generation_cache_key(sha, dataclasses.replace(cfg, **{name: value})) != key, name

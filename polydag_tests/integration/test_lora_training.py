@@ -209,3 +209,40 @@ def test_config_validation_and_unknown_modules(base_dir, tmp_path):
     assert PolychromicTrainConfig.from_dict({"diversity_weight": 0.3}).diversity_weight == 0.3
     with pytest.raises(ValueError, match=r"target_modules \['c_attn'\] do not exist"):
         _train(base_dir, tmp_path / "x", replace(CFG, target_modules=("c_attn",)))
+
+
+def test_a_diversity_step_and_an_evaluation_draw_give_identical_texts(base_dir, tmp_path):
+    """One sampler: the samples training's diversity term is computed on are exactly what
+    evaluation would draw from the same adapter with the same seed and options.
+
+    Run A stops after step 1 and saves its adapter; run B is the same run continued, and its
+    step 2 is a diversity step sampled from that very state (constant learning rate, same data
+    order and seed). Evaluation then samples from A's saved adapter, with the prompt batch that
+    holds B's diversity prompts at batch index 2, so its seed equals step 2's."""
+    from polydag.core.evaluation.generation import GenerationConfig, generate_samples, load_model_with_adapter
+    from polydag.core.polychromic.prompting import format_prompt
+
+    cfg = replace(CFG, max_steps=1, max_new_tokens=12)
+    _train(base_dir, tmp_path / "after-step-1", cfg)
+    seen = []
+
+    def record(ds):
+        seen.append((ds.step, list(ds.prompts), list(ds.samples)))
+        return torch.zeros((), requires_grad=True)
+
+    _train(base_dir, tmp_path / "two-steps", replace(cfg, max_steps=2), diversity_term=record)
+    (step, prompts, training_texts), = seen
+    assert step == 2 and len(training_texts) == len(prompts) * cfg.n_generations
+
+    model, tokenizer = load_model_with_adapter(base_dir, tmp_path / "after-step-1", device="cpu")
+    filler = [p for p, _ in PAIRS if p not in prompts][: 2 * len(prompts)]
+    assert len(filler) == 2 * len(prompts)
+    evaluation = generate_samples(
+        model, tokenizer, [format_prompt(p) for p in filler + prompts],
+        GenerationConfig(n_samples=cfg.n_generations, temperature=cfg.temperature, top_p=cfg.top_p,
+                         top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens, prompt_batch_size=len(prompts),
+                         seed=cfg.diversity_seed),
+    )
+    evaluation_texts = [text for replies in evaluation[2 * len(prompts):] for text in replies]
+    assert len(set(training_texts)) > 1  # real samples, not one repeated string
+    assert evaluation_texts == training_texts

@@ -13,7 +13,7 @@ from polydag.core.evaluation.quality import (
 )
 
 PROMPT = "Just finished my first half marathon and honestly I feel amazing 🏃"
-CFG = QualityConfig()
+CFG = QualityConfig(min_relevance=None)  # the rules without an embedder
 
 
 def _codes(result) -> set[str]:
@@ -36,7 +36,7 @@ def test_min_words_both_sides():
 
 
 def test_max_words_both_sides():
-    cfg = QualityConfig(max_words=6)
+    cfg = QualityConfig(max_words=6, min_relevance=None)
     assert check_reply(PROMPT, "such a great result , well done 🎉", cfg).passed  # 6 words
     result = check_reply(PROMPT, "such a great result, well done #running", cfg)
     assert _codes(result) == {"too_long"} and "7 words > max_words=6" in result.reasons[0]
@@ -62,7 +62,7 @@ def test_repetition_both_sides():
 
 
 def test_several_failures_are_all_reported():
-    result = check_reply("lol", "lol lol lol lol lol lol lol lol", QualityConfig(max_words=5))
+    result = check_reply("lol", "lol lol lol lol lol lol lol lol", QualityConfig(max_words=5, min_relevance=None))
     assert _codes(result) == {"too_long", "copies_prompt", "repetitive"}
 
 

@@ -32,7 +32,9 @@ from polydag.core.polychromic.collapse import (
     training_alerts,
 )
 from polydag.core.storage.training_log import TrainingLogWriter
-from polydag.defs.storage.resources import CollapseAlerting, PolydagStorage, build_resources
+from polydag.defs.polychromic.resources import CollapseAlerting
+from polydag.defs.resources import build_resources
+from polydag.defs.storage.resources import PolydagStorage
 from polydag.defs.polychromic.sensors import evaluation_collapse_sensor, training_collapse_sensor
 
 

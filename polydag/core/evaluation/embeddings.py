@@ -260,3 +260,10 @@ def load_embedder(
         path = _check_model_dir(Path(model_path).expanduser(), "embedding_model_path")
     model = _load_sentence_transformer(path, device)
     return Embedder(model, model_id_for(path), batch_size=batch_size, cache_dir=cache_dir, logger=logger)
+
+
+def embedder_for(cfg, *, cache_dir: str | os.PathLike | None = None,
+                 logger: logging.Logger | None = None) -> Embedder:
+    """The :class:`Embedder` of an :class:`polydag.core.evaluation.config.EmbeddingConfig`."""
+    return load_embedder(cfg.embedding_model_path, batch_size=cfg.embedding_batch_size, cache_dir=cache_dir,
+                         logger=logger)

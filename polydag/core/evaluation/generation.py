@@ -1,75 +1,48 @@
-"""Batched, seeded sampling of replies from a (LoRA-adapted) causal LM.
+"""Evaluation samples of one λ adapter: drawn with the one sampler, checked, cached by content.
 
 What it knows:
-- ``generate_samples`` draws ``n_samples`` continuations for every prompt with one
-  ``model.generate`` call per batch of ``prompt_batch_size`` prompts
-  (``num_return_sequences=n_samples``, prompts left-padded with an attention mask), never one
-  sample per call. ``generate_samples_one_at_a_time`` is that naive loop, kept only as the
-  benchmark's reference.
-- Sampling is reproducible and independent of the caller's RNG: each batch runs inside
-  ``torch.random.fork_rng`` with ``torch.manual_seed(batch_seed(cfg.seed, batch_index))``. The
-  samples therefore depend on (seed, prompt batching, model, device), and the same seeds are
-  used for every λ (common random numbers, which helps the paired comparison).
-- Prompts are already formatted (``polydag.core.polychromic.prompting.format_prompt``) and tokenized with the
-  tokenizer's own special prefix (``add_special_tokens=True``), exactly like
-  ``polydag.core.polychromic.base_model.encode_prompt`` at training time.
-- Every sampling option is passed explicitly (temperature, top_p, top_k=0 i.e. off, no
-  repetition penalty ...), because ``generate`` otherwise fills unset options from the model's
-  ``generation_config.json`` (Qwen3 ships top_k=20, for instance).
-- A reply ends at EOS or at the first newline (the training format is one line per reply).
-  Tokens whose text contains a newline are added to the stop ids, so a finished row stops
-  costing compute; the decoded text is then cut at the first newline and stripped.
 
-What it doesn't: choose the device or dtype (the model is used where it is), or apply the
-prompt template.
+- ``generate_samples`` draws ``n_samples`` replies for every prompt with one ``generate`` call
+  per batch of ``prompt_batch_size`` prompts, through :mod:`polydag.core.polychromic.sampling`
+  (the sampler training's diversity samples use too: same stop rules, same options). Batch b is
+  seeded with ``sampling_seed(cfg.seed, b)``, the same for every λ (common random numbers,
+  which helps the paired comparison). ``generate_samples_one_at_a_time`` is the naive loop
+  (one sample per call), kept only as the benchmark's reference.
+- Prompts are formatted (``polydag.core.polychromic.prompting.format_prompt``) and tokenized
+  with the tokenizer's own special prefix, exactly like ``encode_prompt`` at training time.
+- :func:`generation_cache_key` names the inputs of a partition's samples; :func:`reuse_cached`
+  decides whether stored rows can be reused; :func:`generate_partition` does one λ partition
+  end to end (load, sample, check, table), which is all the ``generations`` asset calls.
+
+What it doesn't: choose the device or dtype (the caller does), or store anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import time
-import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import polars as pl
+
+from polydag.core.evaluation.config import GenerationConfig, QualityConfig
+from polydag.core.polychromic.sampling import (
+    decode_reply,
+    sample_replies,
+    sample_token_ids,
+    sampling_seed,
+    stop_tokens,
+)
+
 _log = logging.getLogger(__name__)
 
-
-@dataclass
-class GenerationConfig:
-    """How samples are drawn for evaluation (all fields are part of the generation cache key)."""
-
-    n_samples: int = 10
-    """Samples per prompt (pass@k needs n_samples ≥ k)."""
-    temperature: float = 0.9
-    """Softmax temperature (> 0)."""
-    top_p: float = 0.95
-    """Nucleus sampling mass in (0, 1]."""
-    max_new_tokens: int = 32
-    """Longest reply in tokens; replies usually stop earlier at EOS or newline."""
-    prompt_batch_size: int = 16
-    """Prompts per ``generate`` call; the call holds prompt_batch_size × n_samples sequences."""
-    seed: int = 1234
-    """Base seed; batch b is seeded with batch_seed(seed, b)."""
-    top_k: int = 0
-    """Top-k filter; 0 turns it off (transformers would otherwise default to 50)."""
-
-    def __post_init__(self) -> None:
-        for name in ("n_samples", "max_new_tokens", "prompt_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GenerationConfig.{name} must be an integer ≥ 1, got {value!r}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"GenerationConfig.top_k must be an integer ≥ 0, got {self.top_k!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"GenerationConfig.seed must be an integer, got {self.seed!r}")
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise ValueError(f"GenerationConfig.temperature must be > 0, got {self.temperature!r}")
-        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            raise ValueError(f"GenerationConfig.top_p must be in (0, 1], got {self.top_p!r}")
+__all__ = ["GenerationConfig", "generate_samples", "generate_samples_one_at_a_time", "generation_cache_key",
+           "generate_partition", "load_model_with_adapter", "reuse_cached", "evaluation_prompts"]
 
 
 def generation_cache_key(
@@ -93,103 +66,12 @@ def generation_cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def batch_seed(seed: int, batch_index: int) -> int:
-    """A 63-bit seed for one batch, derived from the base seed and the batch index."""
-    digest = hashlib.sha256(f"polydag-generation:{seed}:{batch_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-_NEWLINE_IDS: "weakref.WeakKeyDictionary[object, frozenset[int]]" = weakref.WeakKeyDictionary()
-
-
-def newline_token_ids(tokenizer) -> frozenset[int]:
-    """Ids of vocabulary tokens whose text contains a newline (computed once per tokenizer)."""
-    try:
-        return _NEWLINE_IDS[tokenizer]
-    except (KeyError, TypeError):
-        pass
-    vocab_size = len(tokenizer)
-    texts = tokenizer.batch_decode([[i] for i in range(vocab_size)], skip_special_tokens=False)
-    ids = frozenset(i for i, text in enumerate(texts) if "\n" in text)
-    try:
-        _NEWLINE_IDS[tokenizer] = ids
-    except TypeError:  # not weak-referenceable: just don't cache
-        pass
-    return ids
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids: set[int] = set()
-    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        if source is None:
-            continue
-        ids.update([source] if isinstance(source, int) else list(source))
-    if not ids:
-        raise ValueError("the tokenizer has no EOS token and the model's generation_config names none")
-    return ids
-
-
-def _pad_id(tokenizer, eos_ids: set[int]) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
-
-
-def _model_device(model):
-    return next(model.parameters()).device
-
-
-def _left_pad(encoded: Sequence[Sequence[int]], pad_id: int, device):
-    import torch
-
-    width = max(len(ids) for ids in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        if len(ids) == 0:
-            raise ValueError(f"prompt {row} of the batch tokenizes to no tokens")
-        input_ids[row, width - len(ids):] = torch.tensor(list(ids), dtype=torch.long)
-        attention[row, width - len(ids):] = 1
-    return input_ids.to(device), attention.to(device)
-
-
-def _sampling_kwargs(cfg: GenerationConfig, n_return: int, pad_id: int, stop_ids: Sequence[int]) -> dict:
-    return dict(
-        do_sample=True,
-        temperature=float(cfg.temperature),
-        top_p=float(cfg.top_p),
-        top_k=int(cfg.top_k),
-        min_p=0.0,  # keeps every token: overrides any min_p in the model's generation_config
-        typical_p=1.0,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        max_new_tokens=int(cfg.max_new_tokens),
-        num_return_sequences=n_return,
-        pad_token_id=pad_id,
-        eos_token_id=list(stop_ids),
-        use_cache=True,
-    )
-
-
-def _decode_reply(tokenizer, ids: Sequence[int], end_ids: set[int]) -> str:
-    """Text of the generated ids up to EOS/pad, cut at the first newline, stripped."""
-    cut = len(ids)
-    for position, token in enumerate(ids):
-        if token in end_ids:
-            cut = position
-            break
-    text = tokenizer.decode(list(ids[:cut]), skip_special_tokens=True)
-    return text.split("\n", 1)[0].strip()
-
-
 def _check_prompts(prompts: Sequence[str]) -> None:
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of formatted prompt strings, got one str")
     for i, prompt in enumerate(prompts):
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt {i} must be a non-empty str, got {prompt!r:.80}")
-
-
-def _fork_rng_devices(device) -> list[int]:
-    return [device.index or 0] if device.type == "cuda" else []
 
 
 def generate_samples(
@@ -205,52 +87,26 @@ def generate_samples(
     Returns one list per prompt, in prompt order, each with exactly ``cfg.n_samples`` strings
     (a reply may be empty if the model stops at once; the quality checker judges that).
     """
-    import torch
-
     logger = logger or _log
     _check_prompts(prompts)
-    device = _model_device(model)
-    eos_ids = _eos_ids(model, tokenizer)
-    pad_id = _pad_id(tokenizer, eos_ids)
-    stop_ids = sorted(eos_ids | newline_token_ids(tokenizer))
-    end_ids = eos_ids | {pad_id}
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
     n_batches = -(-len(prompts) // cfg.prompt_batch_size)
-    kwargs = _sampling_kwargs(cfg, cfg.n_samples, pad_id, stop_ids)
-
-    was_training = model.training
-    model.eval()
     results: list[list[str]] = []
-    start_time = time.perf_counter()
-    last_log = start_time
-    try:
-        for b in range(n_batches):
-            batch = encoded[b * cfg.prompt_batch_size:(b + 1) * cfg.prompt_batch_size]
-            input_ids, attention = _left_pad(batch, pad_id, device)
-            with torch.random.fork_rng(devices=_fork_rng_devices(device)), torch.inference_mode():
-                torch.manual_seed(batch_seed(cfg.seed, b))
-                output = model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-            new_tokens = output[:, input_ids.shape[1]:].tolist()
-            if len(new_tokens) != len(batch) * cfg.n_samples:
-                raise RuntimeError(
-                    f"generate returned {len(new_tokens)} sequences for {len(batch)} prompts × "
-                    f"{cfg.n_samples} samples"
-                )
-            for p in range(len(batch)):
-                rows = new_tokens[p * cfg.n_samples:(p + 1) * cfg.n_samples]
-                results.append([_decode_reply(tokenizer, ids, end_ids) for ids in rows])
-            now = time.perf_counter()
-            if now - last_log >= 5.0 or b + 1 == n_batches:
-                done = len(results)
-                rate = done * cfg.n_samples / (now - start_time)
-                logger.info(
-                    "generated %d/%d prompts × %d samples (batch %d/%d, %.1f samples/s, ETA %.0fs)",
-                    done, len(prompts), cfg.n_samples, b + 1, n_batches, rate,
-                    (len(prompts) - done) * cfg.n_samples / rate if rate else float("nan"),
-                )
-                last_log = now
-    finally:
-        model.train(was_training)
+    start_time = last_log = time.perf_counter()
+    for b in range(n_batches):
+        batch = encoded[b * cfg.prompt_batch_size:(b + 1) * cfg.prompt_batch_size]
+        results.extend(sample_replies(model, tokenizer, batch, cfg.n_samples, cfg.sampling(),
+                                      seed=sampling_seed(cfg.seed, b)))
+        now = time.perf_counter()
+        if now - last_log >= 5.0 or b + 1 == n_batches:
+            done = len(results)
+            rate = done * cfg.n_samples / (now - start_time)
+            logger.info(
+                "generated %d/%d prompts × %d samples (batch %d/%d, %.1f samples/s, ETA %.0fs)",
+                done, len(prompts), cfg.n_samples, b + 1, n_batches, rate,
+                (len(prompts) - done) * cfg.n_samples / rate if rate else float("nan"),
+            )
+            last_log = now
     return results
 
 
@@ -265,35 +121,21 @@ def generate_samples_one_at_a_time(
     """The naive reference: one ``generate`` call per (prompt, sample). Benchmark use only.
 
     Same tokenization, sampling options and decoding as :func:`generate_samples`; sample j of
-    prompt i is seeded with batch_seed(cfg.seed, i * n_samples + j).
+    prompt i is seeded with sampling_seed(cfg.seed, i * n_samples + j).
     """
-    import torch
-
     logger = logger or _log
     _check_prompts(prompts)
-    device = _model_device(model)
-    eos_ids = _eos_ids(model, tokenizer)
-    pad_id = _pad_id(tokenizer, eos_ids)
-    stop_ids = sorted(eos_ids | newline_token_ids(tokenizer))
-    end_ids = eos_ids | {pad_id}
-    kwargs = _sampling_kwargs(cfg, 1, pad_id, stop_ids)
-    was_training = model.training
-    model.eval()
+    end = stop_tokens(model, tokenizer).end
     results: list[list[str]] = []
-    try:
-        for i, prompt in enumerate(prompts):
-            ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-            input_ids, attention = _left_pad([ids], pad_id, device)
-            replies = []
-            for j in range(cfg.n_samples):
-                with torch.random.fork_rng(devices=_fork_rng_devices(device)), torch.inference_mode():
-                    torch.manual_seed(batch_seed(cfg.seed, i * cfg.n_samples + j))
-                    output = model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-                replies.append(_decode_reply(tokenizer, output[0, input_ids.shape[1]:].tolist(), end_ids))
-            results.append(replies)
-            logger.debug("one-at-a-time: prompt %d/%d done", i + 1, len(prompts))
-    finally:
-        model.train(was_training)
+    for i, prompt in enumerate(prompts):
+        ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        replies = []
+        for j in range(cfg.n_samples):
+            (row,) = sample_token_ids(model, tokenizer, [ids], 1, cfg.sampling(),
+                                      seed=sampling_seed(cfg.seed, i * cfg.n_samples + j))
+            replies.append(decode_reply(tokenizer, row, end))
+        results.append(replies)
+        logger.debug("one-at-a-time: prompt %d/%d done", i + 1, len(prompts))
     return results
 
 
@@ -335,3 +177,134 @@ def load_model_with_adapter(
         model = model.merge_and_unload()
     model.eval()
     return model, tokenizer
+
+
+# --------------------------------------------------------------------------- one λ partition
+
+
+def evaluation_prompts(reply_pairs: pl.DataFrame) -> pl.DataFrame:
+    """The distinct test prompts (``prompt_id``, ``prompt``), in ``prompt_id`` order."""
+    return (
+        reply_pairs.filter(pl.col("split") == "test")
+        .select("prompt_id", "prompt")
+        .unique("prompt_id", maintain_order=True)
+        .sort("prompt_id")
+    )
+
+
+def prompt_set_sha256(prompts: pl.DataFrame) -> str:
+    return hashlib.sha256(json.dumps(prompts.rows(), ensure_ascii=False).encode()).hexdigest()
+
+
+def reuse_cached(cached: pl.DataFrame | None, cache_key: str, n_expected: int) -> bool:
+    """Whether stored rows can stand in for a fresh draw: all ``n_expected`` rows are there and
+    every one carries ``cache_key`` (same adapter, config, checker, base model and prompts)."""
+    if cached is None or cached.is_empty() or "cache_key" not in cached.columns:
+        return False
+    return cached.height == n_expected and cached["cache_key"].eq(cache_key).all()
+
+
+@dataclass
+class PartitionSamples:
+    table: pl.DataFrame
+    cache_key: str
+    reused: bool
+
+
+def generate_partition(
+    checkpoint: Mapping,
+    prompts: pl.DataFrame,
+    gen_cfg: GenerationConfig,
+    quality_cfg: QualityConfig,
+    *,
+    cached: pl.DataFrame | None = None,
+    embedder=None,
+    logger: logging.Logger | None = None,
+) -> PartitionSamples:
+    """The ``generations`` rows of one λ: ``gen_cfg.n_samples`` checked replies per prompt.
+
+    ``checkpoint`` is the λ's ``lora_checkpoints`` row. Rows in ``cached`` (that λ's stored
+    rows) are reused when :func:`reuse_cached` says so; otherwise the adapter is loaded on
+    ``device`` and sampled afresh.
+    """
+    from polydag.core.evaluation.quality import check_replies
+    from polydag.core.polychromic.prompting import format_prompt
+
+    from polydag.core.polychromic.base_model import resolve_device
+
+    logger = logger or _log
+    key = checkpoint["lambda_key"]
+    device = resolve_device(gen_cfg.device)
+    cache_key = generation_cache_key(
+        checkpoint["adapter_sha256"],
+        dataclasses.replace(gen_cfg, device=device),
+        extra={
+            "quality": json.dumps(asdict(quality_cfg), sort_keys=True),
+            "base_model": str(checkpoint["base_model_sha256"]),
+            "prompts": prompt_set_sha256(prompts),
+        },
+    )
+    n_expected = prompts.height * gen_cfg.n_samples
+    if reuse_cached(cached, cache_key, n_expected):
+        logger.info("λ=%s: reusing %d stored samples (%s)", key, cached.height, cache_key[:12])
+        return PartitionSamples(cached, cache_key, True)
+    model, tokenizer = load_model_with_adapter(checkpoint["base_model_path"], checkpoint["adapter_dir"],
+                                               device=device)
+    texts = generate_samples(model, tokenizer, [format_prompt(p) for p in prompts["prompt"].to_list()],
+                             gen_cfg, logger=logger)
+    del model
+    flat = [
+        (pid, prompt, i, text)
+        for pid, prompt, samples in zip(prompts["prompt_id"], prompts["prompt"], texts)
+        for i, text in enumerate(samples)
+    ]
+    verdicts = check_replies([row[1] for row in flat], [row[3] for row in flat], quality_cfg, embedder=embedder)
+    table = pl.DataFrame(
+        {
+            "lambda_key": [key] * len(flat),
+            "diversity_weight": [checkpoint["diversity_weight"]] * len(flat),
+            "prompt_id": [row[0] for row in flat],
+            "prompt": [row[1] for row in flat],
+            "sample_idx": [row[2] for row in flat],
+            "text": [row[3] for row in flat],
+            "passed": [v.passed for v in verdicts],
+            "quality_reasons": [";".join(v.reasons) for v in verdicts],
+            "adapter_sha256": [checkpoint["adapter_sha256"]] * len(flat),
+            "cache_key": [cache_key] * len(flat),
+        },
+        schema_overrides={"sample_idx": pl.Int32},
+    )
+    return PartitionSamples(table, cache_key, False)
+
+
+def check_coverage(registered: Sequence[str], generations: pl.DataFrame, checkpoints: pl.DataFrame,
+                   baseline_key: str) -> None:
+    """Raise, naming the λ partitions and the command, when samples are missing or stale:
+    every registered λ (the baseline among them) needs generations from its current adapter."""
+    have = set(generations["lambda_key"].unique().to_list()) if generations.height else set()
+    missing = [k for k in registered if k not in have]
+    if baseline_key not in registered:
+        raise ValueError(
+            f"the baseline λ={baseline_key} is not a registered partition; "
+            f"add it: polydag lambdas add {baseline_key}"
+        )
+    if missing:
+        raise ValueError(
+            f"λ partitions {', '.join(missing)} have no generations. Materialize them first, "
+            f"e.g. dagster asset materialize -m polydag --select 'lora_checkpoints,generations' "
+            f"--partition {missing[0]} (or --partition-range {registered[0]}...{registered[-1]} "
+            "for all)"
+        )
+    current = dict(checkpoints.select("lambda_key", "adapter_sha256").iter_rows())
+    stale = sorted(
+        {
+            key
+            for key, sha in generations.select("lambda_key", "adapter_sha256").unique().iter_rows()
+            if current.get(key) != sha
+        }
+    )
+    if stale:
+        raise ValueError(
+            f"generations of λ {', '.join(stale)} were sampled from an older adapter; "
+            "re-materialize generations for those partitions before scoring"
+        )

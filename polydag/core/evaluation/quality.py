@@ -31,35 +31,11 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from polydag.core.evaluation.config import QualityConfig
+
 
 class Embedder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class QualityConfig:
-    min_words: int = 3
-    """Fewest words a reply may have."""
-    max_words: int = 40
-    """Most words a reply may have (tweets are short)."""
-    max_prompt_overlap: float = 0.8
-    """Reject when the reply's overlap with the prompt (token Jaccard or prefix share) reaches this."""
-    max_repeat_fraction: float = 0.5
-    """Reject when the top token's share or the repeated-bigram share exceeds this."""
-    min_tokens_for_repeat: int = 4
-    """The repetition rule applies only to replies with at least this many tokens."""
-    min_relevance: float | None = None
-    """Minimum prompt/reply embedding cosine; None disables the rule (no embedder needed)."""
-
-    def __post_init__(self) -> None:
-        if self.min_words < 0 or self.max_words < self.min_words:
-            raise ValueError(f"need 0 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
-        if not 0.0 < self.max_prompt_overlap <= 1.0:
-            raise ValueError(f"max_prompt_overlap must be in (0, 1], got {self.max_prompt_overlap}")
-        if not 0.0 < self.max_repeat_fraction <= 1.0:
-            raise ValueError(f"max_repeat_fraction must be in (0, 1], got {self.max_repeat_fraction}")
-        if self.min_relevance is not None and not -1.0 <= self.min_relevance <= 1.0:
-            raise ValueError(f"min_relevance must be a cosine in [-1, 1] or None, got {self.min_relevance}")
 
 
 @dataclass(frozen=True)

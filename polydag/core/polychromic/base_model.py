@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Sequence
 
 from polydag.core.ops.atomic_dir import atomic_output_dir
+from polydag.core.polychromic.config import BaseModelConfig
 from polydag.core.polychromic.prompting import format_prompt, format_reply
+from polydag.core.polychromic.sampling import SamplingConfig, sample_replies
 
 _log = logging.getLogger(__name__)
 
-ARCHITECTURES = ("qwen3", "llama")
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|endoftext|>"
 BUILD_INFO_FILE = "polydag_base.json"
 
@@ -46,78 +47,6 @@ class ModelPathError(FileNotFoundError):
 
 class DeviceError(RuntimeError):
     """The requested device is not available on this machine."""
-
-
-@dataclass
-class BaseModelConfig:
-    """Which base model to use; every field below matters only for the built-in default
-    unless it says otherwise."""
-
-    local_path: str | None = None
-    """A local Hugging Face model directory (e.g. Qwen3-8B on a GPU box). When set, nothing
-    is built and the other fields are ignored."""
-    architecture: str = "qwen3"
-    """Decoder family of the built-in model: "qwen3" (same family as the researchers' Qwen3-8B)
-    or "llama". Both train equally fast at this size."""
-    vocab_size: int = 2048
-    """Target vocabulary of the byte-level BPE tokenizer trained on the dataset."""
-    hidden_size: int = 128
-    """Model width."""
-    intermediate_size: int = 384
-    """Width of the MLP (SwiGLU) layer."""
-    num_layers: int = 3
-    """Number of decoder layers."""
-    num_heads: int = 4
-    """Attention heads (head_dim = hidden_size / num_heads)."""
-    num_kv_heads: int = 2
-    """Key/value heads (grouped-query attention, as in Qwen3 and LLaMA 3)."""
-    max_length: int = 96
-    """Longest training sequence in tokens (prompt + reply + EOS); longer ones are truncated."""
-    pretrain_steps: int = 300
-    """Optimizer steps of the short causal-LM pretraining."""
-    batch_size: int = 32
-    """Sequences per pretraining step."""
-    learning_rate: float = 3e-3
-    """Peak AdamW learning rate (linear warm-up over 5% of the steps, then cosine to 10%)."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
-    seed: int = 0
-    """Seeds the weight init, the data order and the sample replies: the build is reproducible."""
-    device: str = "auto"
-    """Device for pretraining: "auto" (cuda if available), "cpu" or "cuda"."""
-    progress_every_s: float = 5.0
-    """Seconds between progress log lines (step, loss, tokens/s, ETA)."""
-    n_sample_replies: int = 3
-    """Sample replies generated after pretraining and reported in BaseModelInfo."""
-
-    def __post_init__(self) -> None:
-        if self.local_path is not None:
-            return
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                     "num_kv_heads", "max_length", "pretrain_steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"BaseModelConfig.{name} must be a positive integer, got {value!r}")
-        if self.vocab_size < 260:
-            raise ValueError(f"vocab_size must be >= 260 (256 bytes + special tokens), got {self.vocab_size}")
-        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must divide by num_heads ({self.num_heads}) and "
-                f"num_heads by num_kv_heads ({self.num_kv_heads})"
-            )
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
-
-    @classmethod
-    def tiny_for_tests(cls, **overrides) -> "BaseModelConfig":
-        """A model of ~50k parameters that builds in about a second (unit tests only)."""
-        values = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=1,
-                      num_heads=2, num_kv_heads=1, max_length=64, pretrain_steps=8,
-                      batch_size=8, device="cpu", n_sample_replies=1)
-        values.update(overrides)
-        return cls(**values)
 
 
 @dataclass
@@ -342,30 +271,6 @@ def _lr_at(step: int, total: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def sample_replies(model, tokenizer, prompts: Sequence[str], *, seed: int, max_new_tokens: int = 32,
-                   temperature: float = 0.9, top_p: float = 0.95) -> list[str]:
-    """One sampled reply per prompt, under a forked RNG (the caller's RNG stream is untouched)."""
-    import torch
-
-    device = next(model.parameters()).device
-    out: list[str] = []
-    was_training = model.training
-    model.eval()
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        torch.manual_seed(seed)
-        for prompt in prompts:
-            ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
-            gen = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            )
-            out.append(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).strip())
-    model.train(was_training)
-    return out
-
-
 def build_default_base_model(
     texts: Sequence[tuple[str, str]] | Sequence[str],
     out_dir: str | Path,
@@ -446,7 +351,9 @@ def build_default_base_model(
     final_loss = sum(losses[-10:]) / len(losses[-10:])
 
     sample_prompts = [d[0] for d in docs if isinstance(d, tuple)][: cfg.n_sample_replies]
-    replies = sample_replies(model, tokenizer, sample_prompts, seed=cfg.seed) if sample_prompts else []
+    replies = [texts[0] for texts in sample_replies(
+        model, tokenizer, [encode_prompt(tokenizer, p) for p in sample_prompts], 1,
+        SamplingConfig(temperature=0.9, top_p=0.95), seed=cfg.seed)]
     samples = [f"{p} -> {r}" for p, r in zip(sample_prompts, replies)]
     for s in samples:
         logger.info("sample: %s", s)
@@ -474,3 +381,20 @@ def build_default_base_model(
     )
     logger.info("saved base model to %s (%.1fs, final loss %.3f)", out_dir, info.wall_s, final_loss)
     return info
+
+
+def provide_base_model(
+    cfg: BaseModelConfig,
+    train_pairs: Sequence[tuple[str, str]],
+    artifacts_dir: str | Path,
+    *,
+    logger: logging.Logger | None = None,
+) -> BaseModelInfo:
+    """The base model of ``cfg``: the local directory it names, or the built-in default built
+    from ``train_pairs`` into ``artifacts_dir/<fingerprint of config and data>``."""
+    if cfg.local_path:
+        return resolve_local_base_model(cfg.local_path, device=cfg.device)
+    fingerprint = hashlib.sha256(
+        json.dumps([asdict(cfg), [list(p) for p in train_pairs]], sort_keys=True).encode()
+    ).hexdigest()[:16]
+    return build_default_base_model(train_pairs, Path(artifacts_dir) / fingerprint, cfg, logger=logger)

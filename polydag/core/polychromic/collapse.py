@@ -47,12 +47,12 @@ re-evaluating the same rows on a later sensor tick finds the same alert again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass, field
 
 import polars as pl
+
+from polydag.core.polychromic.config import CollapseThresholds
+from polydag.core.storage.alerts import Alert
 
 TRAINING = "training"
 EVALUATION = "evaluation"
@@ -72,86 +72,6 @@ LOSS_COLUMNS = ("quality_loss", "diversity_score", "diversity_loss", "combined_l
 TRAINING_COLUMNS = ("seq", "run_id", "lambda_key", "diversity_weight", "step", *LOSS_COLUMNS)
 COMPARISON_COLUMNS = ("lambda_key", "diversity_weight", "metric", "higher_is_better", "value",
                       "baseline", "rel_change", "p_holm")
-
-
-@dataclass(frozen=True)
-class CollapseThresholds:
-    """When a training log or an evaluation counts as collapsed (see the module docstring)."""
-
-    diversity_floor: float = 0.0
-    """Flag when the window mean of diversity_score is ≤ this (0.0: samples all identical)."""
-    max_relative_drop: float = 0.5
-    """Flag when the window mean of diversity_score is more than this fraction below the early mean."""
-    early_steps: int = 3
-    """K: the first K diversity steps of a run form its early mean."""
-    window_steps: int = 3
-    """W: the last W diversity steps form the window the flags are evaluated on."""
-    min_diversity_steps: int = 3
-    """N: grad-share and combined-loss flags wait for this many diversity steps."""
-    grad_share_eps: float = 1e-8
-    """A diversity_grad_share ≤ this counts as zero."""
-    combined_margin: float = 0.0
-    """Flag when mean(combined) ≥ mean(quality) + margin over the window (λ > 0)."""
-    alpha: float = 0.05
-    """Significance level on Holm-adjusted p for 'diversity significantly worse'."""
-    diversity_metrics: tuple[str, ...] = ("distinct_2", "self_bleu", "semantic_diversity")
-    """Diversity metrics whose significant worsening against λ = 0 is flagged."""
-    pass_at_k_metrics: tuple[str, ...] = ("pass_at_10",)
-    """pass@k columns whose collapse is flagged."""
-    max_pass_at_k_drop: float = 0.5
-    """Flag a pass@k whose relative change against λ = 0 is below −this."""
-    watch_baseline: bool = False
-    """Also apply the diversity floor/drop flags to λ = 0 (plain fine-tuning often narrows
-    diversity on its own, so by default only λ ≠ 0 runs are watched)."""
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(f"CollapseThresholds: {message}")
-
-        for name in ("early_steps", "window_steps", "min_diversity_steps"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("diversity_floor", "max_relative_drop", "grad_share_eps", "combined_margin",
-                     "max_pass_at_k_drop"):
-            value = getattr(self, name)
-            need(isinstance(value, (int, float)) and math.isfinite(value), f"{name} must be a finite number, got {value!r}")
-        need(self.max_relative_drop > 0, f"max_relative_drop must be > 0, got {self.max_relative_drop}")
-        need(0 < self.alpha < 1, f"alpha must be in (0, 1), got {self.alpha}")
-        need(self.max_pass_at_k_drop > 0, f"max_pass_at_k_drop must be > 0, got {self.max_pass_at_k_drop}")
-        object.__setattr__(self, "diversity_metrics", tuple(self.diversity_metrics))
-        object.__setattr__(self, "pass_at_k_metrics", tuple(self.pass_at_k_metrics))
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One flag. ``subject`` tells apart alerts of the same kind for one (run, λ), e.g. the metric."""
-
-    source: str
-    kind: str
-    lambda_key: str
-    run_id: str | None
-    step: int | None
-    value: float | None
-    threshold: float | None
-    message: str
-    subject: str = ""
-    details: dict = field(default_factory=dict)
-
-    @property
-    def alert_id(self) -> str:
-        """Stable id of (source, kind, run_id, lambda_key, subject): the de-duplication key."""
-        key = json.dumps([self.source, self.kind, self.run_id, self.lambda_key, self.subject])
-        return hashlib.sha256(key.encode()).hexdigest()[:20]
-
-    def to_json(self) -> dict:
-        out = asdict(self)
-        out["alert_id"] = self.alert_id
-        for name in ("value", "threshold"):  # JSON has no NaN/inf
-            v = out[name]
-            if v is not None and not math.isfinite(v):
-                out[name] = repr(v)
-        return out
 
 
 def _require(df: pl.DataFrame, columns, table: str) -> None:

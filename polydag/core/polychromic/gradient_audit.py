@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from polydag.core.polychromic.lambdas import lambda_value
+
 
 def zero_gradient_lambdas(log: pl.DataFrame, lambda_keys: list[str]) -> pl.DataFrame:
     """One row per λ key: ``n_diversity_steps``, ``max_grad_share``, ``mean_grad_share``, ``ok``.
@@ -21,7 +23,7 @@ def zero_gradient_lambdas(log: pl.DataFrame, lambda_keys: list[str]) -> pl.DataF
     expected = pl.DataFrame(
         {
             "lambda_key": list(lambda_keys),
-            "diversity_weight": [float(k) for k in lambda_keys],
+            "diversity_weight": [lambda_value(k) for k in lambda_keys],
         }
     )
     stats = (

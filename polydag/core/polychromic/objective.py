@@ -71,8 +71,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-DIVERSITY_METRICS = ("semantic", "bleu", "distinct")
-OBJECTIVES = ("loo", "polychromic_set")
+from polydag.core.polychromic.config import DISTANCE_METRICS
 
 
 @lru_cache(maxsize=1)
@@ -91,8 +90,8 @@ def _ngram_set(text: str) -> frozenset:
 
 def pairwise_distances(texts: Sequence[str], metric: str, *, embedder=None) -> np.ndarray:
     """N×N distance matrix (float64, symmetric, zero diagonal; in [0, 1], semantic in [0, 2])."""
-    if metric not in DIVERSITY_METRICS:
-        raise ValueError(f"diversity_metric must be one of {DIVERSITY_METRICS}, got {metric!r}")
+    if metric not in DISTANCE_METRICS:
+        raise ValueError(f"diversity_metric must be one of {DISTANCE_METRICS}, got {metric!r}")
     texts = list(texts)
     n = len(texts)
     dist = np.zeros((n, n), dtype=np.float64)

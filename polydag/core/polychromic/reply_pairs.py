@@ -271,3 +271,12 @@ def find_prompt_leakage(df: pl.DataFrame) -> pl.DataFrame:
         raise ValueError(f"find_prompt_leakage needs a 'split' column; columns are {df.columns}")
     key = pl.col("prompt").map_elements(normalize_prompt, return_dtype=pl.String)
     return df.filter(pl.col("split").n_unique().over(key) > 1)
+
+
+def load_and_split(path: str | Path, cfg, *, logger: logging.Logger | None = None) -> tuple[pl.DataFrame, int]:
+    """``reply_pairs`` as the asset stores it: the file loaded and split by ``cfg``
+    (a :class:`polydag.core.polychromic.config.ReplyPairsConfig`); returns (table, n skipped)."""
+    rows, n_skipped = load_reply_pairs(path, skip_bad_rows=cfg.skip_bad_rows, logger=logger)
+    split = split_reply_pairs(rows, seed=cfg.split_seed, val_fraction=cfg.val_fraction,
+                              test_fraction=cfg.test_fraction, max_test_prompts=cfg.max_test_prompts)
+    return split, n_skipped

@@ -35,15 +35,14 @@ import math
 import random
 import resource
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 from polydag.core.ops.atomic_dir import atomic_output_dir
 from polydag.core.polychromic.base_model import encode_prompt, encode_reply, load_model_and_tokenizer, resolve_device
+from polydag.core.polychromic.config import PolychromicTrainConfig
 from polydag.core.polychromic.objective import (
-    DIVERSITY_METRICS,
-    OBJECTIVES,
     diversity_grad_share,
     diversity_surrogate_loss,
     loo_advantages,
@@ -52,6 +51,7 @@ from polydag.core.polychromic.objective import (
     set_diversity,
 )
 from polydag.core.evaluation.quality import QualityConfig, check_replies
+from polydag.core.polychromic.sampling import sampling_seed
 
 _log = logging.getLogger(__name__)
 
@@ -71,125 +71,6 @@ class NonFiniteLossError(RuntimeError):
             "stopping this partition without writing an adapter (lower learning_rate or diversity_weight, "
             "or check the base model for NaN weights)"
         )
-
-
-@dataclass
-class PolychromicTrainConfig:
-    """Training settings of one λ partition. Names follow the researchers' configs."""
-
-    diversity_weight: float = 0.0
-    """λ: weight of the diversity term. 0 trains on cross-entropy only (the baseline)."""
-    n_generations: int = 4
-    """Replies sampled per prompt on diversity steps (N; the leave-one-out estimator needs N >= 3)."""
-    max_examples_for_diversity: int = 4
-    """At most this many distinct prompts of the batch get sampled replies on a diversity step."""
-    compute_diversity_every_n_steps: int = 2
-    """A diversity step happens when step % n == 0 (steps count from 1)."""
-    diversity_metric: str = "bleu"
-    """Pairwise distance of replies: "bleu" (1 − symmetric sentence BLEU, fast on CPU),
-    "semantic" (1 − embedding cosine; loads the sentence embedder) or "distinct" (1 − n-gram Jaccard)."""
-    temperature: float = 0.9
-    """Sampling temperature; log π is computed at the same temperature."""
-    top_p: float = 0.95
-    """Nucleus sampling threshold for the diversity samples."""
-    max_new_tokens: int = 32
-    """Longest sampled reply in tokens."""
-    objective: str = "loo"
-    """"loo": score function with leave-one-out advantages on D(S); "polychromic_set": Hamid et
-    al.'s set objective (mean quality pass × diversity of size-k subsets)."""
-    polychromic_set_size: int = 2
-    """Subset size k for objective="polychromic_set"."""
-    polychromic_n_sets: int | None = None
-    """Subsets per prompt for objective="polychromic_set" (None: all C(N, k))."""
-    lora_r: int = 8
-    """LoRA rank."""
-    lora_alpha: float = 16.0
-    """LoRA scaling numerator (scale = lora_alpha / lora_r)."""
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA input (uses the main RNG stream in the quality forward pass only)."""
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    """Modules that get LoRA: the attention projections of LLaMA and Qwen3 (tiny or 8B alike)."""
-    learning_rate: float = 2e-3
-    """AdamW learning rate (constant) of the LoRA parameters."""
-    weight_decay: float = 0.0
-    """AdamW weight decay of the LoRA parameters."""
-    max_grad_norm: float | None = 1.0
-    """Clip the combined gradient to this norm (None: no clipping); the audit uses unclipped norms."""
-    max_steps: int = 120
-    """Optimizer steps (~35 s for the default tiny base on one CPU core)."""
-    batch_size: int = 16
-    """Gold (prompt, reply) pairs per step."""
-    max_length: int = 96
-    """Longest prompt + reply in tokens; longer pairs lose reply tail / prompt head."""
-    seed: int = 0
-    """Seeds the data order, the LoRA init and LoRA dropout; the same for every λ."""
-    diversity_seed: int = 1234
-    """Seeds the diversity sampling (its own RNG stream, forked per step)."""
-    sample_diversity_when_zero: bool = True
-    """When λ == 0, still sample and log diversity_score (the gradient is never formed)."""
-    device: str = "auto"
-    """"auto" (cuda if available), "cpu" or "cuda". bfloat16 on CUDA, float32 on CPU."""
-    progress_every_s: float = 5.0
-    """Seconds between progress log lines."""
-
-    def __post_init__(self) -> None:
-        self.target_modules = tuple(self.target_modules)
-        problems: list[str] = []
-
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        need(is_num(self.diversity_weight), f"diversity_weight must be a finite number, got {self.diversity_weight!r}")
-        min_n = 3 if self.objective == "loo" else 2
-        need(is_int(self.n_generations) and self.n_generations >= min_n,
-             f"n_generations must be an integer >= {min_n} for objective={self.objective!r}, got {self.n_generations!r}")
-        need(is_int(self.max_examples_for_diversity) and self.max_examples_for_diversity >= 1,
-             f"max_examples_for_diversity must be an integer >= 1, got {self.max_examples_for_diversity!r}")
-        need(is_int(self.compute_diversity_every_n_steps) and self.compute_diversity_every_n_steps >= 1,
-             f"compute_diversity_every_n_steps must be an integer >= 1, got {self.compute_diversity_every_n_steps!r}")
-        need(self.diversity_metric in DIVERSITY_METRICS,
-             f"diversity_metric must be one of {DIVERSITY_METRICS}, got {self.diversity_metric!r}")
-        need(is_num(self.temperature) and self.temperature > 0, f"temperature must be > 0, got {self.temperature!r}")
-        need(is_num(self.top_p) and 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p!r}")
-        need(is_int(self.max_new_tokens) and self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens!r}")
-        need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.objective == "polychromic_set" and is_int(self.n_generations):
-            need(is_int(self.polychromic_set_size) and 2 <= self.polychromic_set_size <= self.n_generations,
-                 f"polychromic_set_size must be in [2, n_generations={self.n_generations}], got {self.polychromic_set_size!r}")
-            need(self.polychromic_n_sets is None or (is_int(self.polychromic_n_sets) and self.polychromic_n_sets >= 1),
-                 f"polychromic_n_sets must be None or >= 1, got {self.polychromic_n_sets!r}")
-        need(is_int(self.lora_r) and self.lora_r >= 1, f"lora_r must be an integer >= 1, got {self.lora_r!r}")
-        need(is_num(self.lora_alpha) and self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha!r}")
-        need(is_num(self.lora_dropout) and 0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        need(len(self.target_modules) > 0 and all(isinstance(m, str) and m for m in self.target_modules),
-             f"target_modules must be a non-empty list of module names, got {self.target_modules!r}")
-        need(is_num(self.learning_rate) and self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
-        need(is_num(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        need(self.max_grad_norm is None or (is_num(self.max_grad_norm) and self.max_grad_norm > 0),
-             f"max_grad_norm must be None or > 0, got {self.max_grad_norm!r}")
-        need(is_int(self.max_steps) and self.max_steps >= 1, f"max_steps must be an integer >= 1, got {self.max_steps!r}")
-        need(is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        need(is_int(self.max_length) and self.max_length >= 4, f"max_length must be an integer >= 4, got {self.max_length!r}")
-        need(is_int(self.seed) and is_int(self.diversity_seed), f"seed and diversity_seed must be integers, got {self.seed!r}, {self.diversity_seed!r}")
-        need(isinstance(self.device, str), f"device must be a string, got {self.device!r}")
-        if problems:
-            raise ValueError("invalid PolychromicTrainConfig: " + "; ".join(problems))
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "PolychromicTrainConfig":
-        """Build from a mapping (e.g. a researchers' experiment YAML); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**dict(values))
 
 
 @dataclass
@@ -276,31 +157,6 @@ def _rng_devices(device: str) -> list[int]:
     return []
 
 
-def _generate_samples(model, tokenizer, prompt_ids: list[list[int]], cfg: PolychromicTrainConfig, device: str):
-    """Sample N replies per prompt in one batched generate call; returns per-sample token lists."""
-    import torch
-
-    pad = tokenizer.pad_token_id
-    width = max(len(p) for p in prompt_ids)
-    ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-    att = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-    for row, p in enumerate(prompt_ids):  # left padding: all prompts end at the same column
-        ids[row, width - len(p):] = torch.tensor(p)
-        att[row, width - len(p):] = 1
-    out = model.generate(
-        input_ids=ids.to(device), attention_mask=att.to(device), do_sample=True,
-        temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, repetition_penalty=1.0,
-        max_new_tokens=cfg.max_new_tokens,
-        num_return_sequences=cfg.n_generations, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-    )
-    samples: list[list[int]] = []
-    for row in out[:, width:].tolist():
-        if tokenizer.eos_token_id in row:  # keep EOS: stopping is part of the sampled reply
-            row = row[: row.index(tokenizer.eos_token_id) + 1]
-        samples.append(row)
-    return samples
-
-
 def sequence_logprobs(model, prompt_ids: list[list[int]], samples: list[list[int]], n_generations: int,
                       temperature: float, pad_id: int, device: str):
     """mean_t log softmax(logits/T)[y_t] over each sample's tokens, with grad; (P·N,) float32.
@@ -350,6 +206,200 @@ def adapter_sha256(adapter_dir: str | Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def diversity_samples(model, tokenizer, prompt_ids: list[list[int]], cfg: PolychromicTrainConfig, step: int):
+    """The diversity samples of training step ``step``: ``(token ids, texts)``, ``n_generations``
+    per prompt, prompt-major, drawn by the evaluation sampler with seed
+    ``sampling_seed(diversity_seed, step)``. Token ids keep the stop token (its log-probability
+    is part of the sample's score)."""
+    from polydag.core.polychromic.sampling import decode_reply, sample_token_ids, stop_tokens
+
+    ids = sample_token_ids(model, tokenizer, prompt_ids, cfg.n_generations, cfg.sampling(),
+                           seed=sampling_seed(cfg.diversity_seed, step))
+    end = stop_tokens(model, tokenizer).end
+    return ids, [decode_reply(tokenizer, row, end) for row in ids]
+
+
+def _diversity_prompts(batch_idx: list[int], train_pairs, limit: int) -> list[int]:
+    """Indices of the first ``limit`` distinct prompts of the batch, in batch order."""
+    chosen: list[int] = []
+    seen: set[str] = set()
+    for i in batch_idx:
+        prompt = train_pairs[i][0]
+        if prompt not in seen:
+            seen.add(prompt)
+            chosen.append(i)
+        if len(chosen) == limit:
+            break
+    return chosen
+
+
+@dataclass
+class _DiversityOutcome:
+    score: float
+    term: Any  # the diversity loss tensor (None at λ = 0: no term is formed)
+    loss_value: float
+
+
+class _Training:
+    """One λ partition's training run: the model, the optimizer and the per-step work.
+
+    Hand-written rather than ``transformers.Trainer`` because every step computes two
+    gradients separately (the audit needs ‖g_quality‖ and ‖g_div‖ before they are summed) and
+    samples from the model under its own RNG stream.
+    """
+
+    def __init__(self, base_model_dir, train_pairs, cfg: PolychromicTrainConfig, *, logger, diversity_term,
+                 embedder, quality_cfg):
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        self.cfg, self.train_pairs, self.logger = cfg, train_pairs, logger
+        self.device = resolve_device(cfg.device)
+        self.lam = cfg.diversity_weight
+        self.term_fn = diversity_term or score_function_term
+        self.quality_cfg = quality_cfg or QualityConfig()
+        needs_embedder = cfg.diversity_metric == "semantic" or (
+            cfg.objective == "polychromic_set" and self.quality_cfg.min_relevance is not None)
+        if needs_embedder and embedder is None:
+            from polydag.core.evaluation.embeddings import load_embedder
+
+            embedder = load_embedder()
+        self.embedder = embedder
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(torch.device(self.device))
+        base, self.tokenizer = load_model_and_tokenizer(base_model_dir, device=self.device)
+        missing = [m for m in cfg.target_modules
+                   if not any(name.endswith("." + m) or name == m for name, _ in base.named_modules())]
+        if missing:
+            raise ValueError(f"target_modules {missing} do not exist in the base model {base_model_dir} "
+                             f"({type(base).__name__})")
+        self.examples = _encode_pairs(self.tokenizer, train_pairs, cfg.max_length)
+        torch.manual_seed(cfg.seed)  # LoRA init and dropout: the same stream for every λ
+        self.model = get_peft_model(base, LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
+        ))
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        logger.info("training LoRA λ=%s on %s: %d trainable params, %d pairs, %d steps, objective=%s, metric=%s",
+                    self.lam, self.device, sum(p.numel() for p in self.params), len(self.examples),
+                    cfg.max_steps, cfg.objective, cfg.diversity_metric)
+        self.order_rng = random.Random(cfg.seed)
+        self.order: list[int] = []
+
+    def next_batch(self) -> list[int]:
+        if len(self.order) < self.cfg.batch_size:
+            epoch = list(range(len(self.examples)))
+            self.order_rng.shuffle(epoch)
+            self.order.extend(epoch)
+        batch_idx = self.order[: self.cfg.batch_size]
+        del self.order[: self.cfg.batch_size]
+        return batch_idx
+
+    def is_diversity_step(self, step: int) -> bool:
+        return step % self.cfg.compute_diversity_every_n_steps == 0 and (
+            self.lam != 0.0 or self.cfg.sample_diversity_when_zero)
+
+    def diversity(self, step: int, batch_idx: list[int], quality_value: float) -> _DiversityOutcome:
+        """Sample, score the sets, and (for λ != 0) form the diversity term with its gradient."""
+        import torch
+
+        cfg, n = self.cfg, self.cfg.n_generations
+        chosen = _diversity_prompts(batch_idx, self.train_pairs, cfg.max_examples_for_diversity)
+        prompts = [self.train_pairs[i][0] for i in chosen]
+        prompt_ids = [self.examples[i][0] for i in chosen]
+        sample_ids, texts = diversity_samples(self.model, self.tokenizer, prompt_ids, cfg, step)
+        step_seed = sampling_seed(cfg.diversity_seed, step)
+        rewards = None
+        if cfg.objective == "polychromic_set":
+            rewards = [float(r.passed) for r in check_replies(
+                [p for p in prompts for _ in range(n)], texts, self.quality_cfg, self.embedder)]
+        scores, advantages = [], []
+        for k in range(len(prompts)):
+            dist = pairwise_distances(texts[k * n:(k + 1) * n], cfg.diversity_metric, embedder=self.embedder)
+            scores.append(set_diversity(dist))
+            if cfg.objective == "loo":
+                advantages.extend(loo_advantages(dist).tolist())
+            else:
+                advantages.extend(polychromic_set_advantages(
+                    dist, rewards[k * n:(k + 1) * n], set_size=cfg.polychromic_set_size,
+                    n_sets=cfg.polychromic_n_sets, seed=step_seed + k).tolist())
+        score = float(sum(scores) / len(scores))
+        if self.lam == 0.0:
+            return _DiversityOutcome(score, None, 0.0)  # −0 · (...) is identically zero: no gradient
+
+        def logprobs():
+            return sequence_logprobs(self.model, prompt_ids, sample_ids, n, cfg.temperature,
+                                     self.tokenizer.pad_token_id, self.device)
+
+        ds = DiversityStep(
+            step=step, diversity_weight=self.lam, diversity_score=score,
+            advantages=torch.tensor(advantages, dtype=torch.float32, device=self.device),
+            n_prompts=len(prompts), n_generations=n, prompts=prompts, samples=texts, sequence_logprobs=logprobs,
+        )
+        with torch.random.fork_rng(devices=_rng_devices(self.device)):
+            torch.manual_seed(step_seed + 1)
+            self.model.eval()  # log π of the policy we sampled from (no dropout)
+            term = self.term_fn(ds)
+        if not isinstance(term, torch.Tensor):
+            term = torch.tensor(float(term), device=self.device)
+        loss_value = float(term.detach())
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(step, quality_value, loss_value)
+        return _DiversityOutcome(score, term, loss_value)
+
+    def apply_gradients(self, step: int, quality, quality_value: float, div: _DiversityOutcome | None):
+        """θ.grad = g_quality + g_div (computed apart for the audit), clip, AdamW step; the share."""
+        import torch
+
+        params = self.params
+        g_quality = torch.autograd.grad(quality, params)
+        share = None
+        grads = list(g_quality)
+        if div is not None and div.term is not None:
+            if div.term.requires_grad:
+                g_div = torch.autograd.grad(div.term, params, allow_unused=True)
+                g_div = [torch.zeros_like(p) if g is None else g for g, p in zip(g_div, params)]
+            else:  # a float-valued term: no path to the parameters, its gradient is exactly zero
+                g_div = [torch.zeros_like(p) for p in params]
+            share = diversity_grad_share(_global_norm(g_quality), _global_norm(g_div))
+            grads = [gq + gd for gq, gd in zip(g_quality, g_div)]
+        elif div is not None:
+            share = 0.0
+        for p, g in zip(params, grads):
+            p.grad = g
+        if self.cfg.max_grad_norm is not None:
+            total_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+            if not torch.isfinite(total_norm):
+                raise NonFiniteLossError(step, quality_value, div.loss_value if div else None, what="gradient norm")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return share
+
+    def step(self, step: int, started: float) -> tuple[dict, _DiversityOutcome | None, float | None]:
+        """One optimizer step; returns its ``training_log`` row."""
+        batch_idx = self.next_batch()
+        self.model.train()
+        quality = _quality_loss(self.model, [self.examples[i] for i in batch_idx], self.tokenizer.pad_token_id,
+                                self.device)
+        quality_value = float(quality.detach())
+        if not math.isfinite(quality_value):
+            raise NonFiniteLossError(step, quality_value, None)
+        div = self.diversity(step, batch_idx, quality_value) if self.is_diversity_step(step) else None
+        share = self.apply_gradients(step, quality, quality_value, div)
+        row = {
+            "step": step,
+            "quality_loss": quality_value,
+            "diversity_score": None if div is None else div.score,
+            "diversity_loss": None if div is None else div.loss_value,
+            "combined_loss": float(quality_value + (div.loss_value if div else 0.0)),
+            "diversity_grad_share": None if share is None else float(share),
+            "learning_rate": float(self.optimizer.param_groups[0]["lr"]),
+            "wall_time": float(time.perf_counter() - started),
+        }
+        return row, div, share
+
+
 def train_lora_adapter(
     base_model_dir: str | Path,
     train_pairs: Sequence[tuple[str, str]],
@@ -367,181 +417,37 @@ def train_lora_adapter(
     ``log_fn(row)`` receives one dict per step with exactly the keys of ``LOG_KEYS`` (plain
     Python numbers; the diversity fields are None on steps without a diversity computation).
     ``diversity_term`` replaces the score-function estimator (tests use it to reproduce the
-    float-valued bug); like the default it is only called on diversity steps with λ != 0. ``embedder`` serves diversity_metric="semantic" (loaded with
-    ``polydag.core.evaluation.embeddings.load_embedder()`` when None); ``quality_cfg`` is the reward of
-    objective="polychromic_set".
+    float-valued bug); like the default it is only called on diversity steps with λ != 0.
+    ``embedder`` serves diversity_metric="semantic" (loaded with
+    ``polydag.core.evaluation.embeddings.load_embedder()`` when None); ``quality_cfg`` is the
+    reward of objective="polychromic_set".
     """
-    import torch
-    from peft import LoraConfig, get_peft_model
-
     logger = logger or _log
     if not isinstance(cfg, PolychromicTrainConfig):
         raise TypeError(f"cfg must be a PolychromicTrainConfig, got {type(cfg).__name__}")
     if not train_pairs:
         raise ValueError("train_pairs is empty")
     start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    lam = float(cfg.diversity_weight)
-    term_fn = diversity_term or score_function_term
-    quality_cfg = quality_cfg or QualityConfig()
-    if cfg.diversity_metric == "semantic" and embedder is None:
-        try:
-            from polydag.core.evaluation.embeddings import load_embedder
-        except ImportError as exc:
-            raise ImportError("diversity_metric='semantic' needs polydag.core.evaluation.embeddings.load_embedder") from exc
-        embedder = load_embedder()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(torch.device(device))
-
-    base, tokenizer = load_model_and_tokenizer(base_model_dir, device=device)
-    missing = [m for m in cfg.target_modules if not any(name.endswith("." + m) or name == m for name, _ in base.named_modules())]
-    if missing:
-        raise ValueError(f"target_modules {missing} do not exist in the base model {base_model_dir} ({type(base).__name__})")
-    examples = _encode_pairs(tokenizer, train_pairs, cfg.max_length)
-
-    torch.manual_seed(cfg.seed)  # LoRA init and dropout: the same stream for every λ
-    model = get_peft_model(base, LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
-    ))
-    names_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in names_params]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    n_trainable = sum(p.numel() for p in params)
-    logger.info("training LoRA λ=%s on %s: %d trainable params, %d pairs, %d steps, objective=%s, metric=%s",
-                lam, device, n_trainable, len(examples), cfg.max_steps, cfg.objective, cfg.diversity_metric)
-
-    order_rng = random.Random(cfg.seed)
-    order: list[int] = []
+    run = _Training(base_model_dir, train_pairs, cfg, logger=logger, diversity_term=diversity_term,
+                    embedder=embedder, quality_cfg=quality_cfg)
     grad_shares: list[float] = []
     last: dict[str, Any] = {}
-    last_div: dict[str, float] = {}
+    last_div: _DiversityOutcome | None = None
     train_start = last_log = time.perf_counter()
-
     for step in range(1, cfg.max_steps + 1):
-        if len(order) < cfg.batch_size:
-            epoch = list(range(len(examples)))
-            order_rng.shuffle(epoch)
-            order.extend(epoch)
-        batch_idx = order[: cfg.batch_size]
-        del order[: cfg.batch_size]
-        batch = [examples[i] for i in batch_idx]
-
-        model.train()
-        quality = _quality_loss(model, batch, tokenizer.pad_token_id, device)
-        quality_value = float(quality.detach())
-        if not math.isfinite(quality_value):
-            raise NonFiniteLossError(step, quality_value, None)
-
-        diversity_score = diversity_loss_value = share = None
-        div_term = None
-        is_div_step = step % cfg.compute_diversity_every_n_steps == 0 and (lam != 0.0 or cfg.sample_diversity_when_zero)
-        if is_div_step:
-            # Distinct prompts of the batch, in batch order, with their prompt token ids.
-            chosen: list[int] = []
-            seen: set[str] = set()
-            for i in batch_idx:
-                prompt = train_pairs[i][0]
-                if prompt not in seen:
-                    seen.add(prompt)
-                    chosen.append(i)
-                if len(chosen) == cfg.max_examples_for_diversity:
-                    break
-            prompts = [train_pairs[i][0] for i in chosen]
-            prompt_ids = [examples[i][0] for i in chosen]
-            step_seed = cfg.diversity_seed * 1_000_003 + step
-            with torch.random.fork_rng(devices=_rng_devices(device)):
-                torch.manual_seed(step_seed)
-                model.eval()
-                with torch.no_grad():
-                    sample_ids = _generate_samples(model, tokenizer, prompt_ids, cfg, device)
-            texts = [tokenizer.decode(s, skip_special_tokens=True).strip() for s in sample_ids]
-            n = cfg.n_generations
-            scores, advantages = [], []
-            rewards_all = None
-            if cfg.objective == "polychromic_set":
-                rewards_all = [float(r.passed) for r in check_replies(
-                    [p for p in prompts for _ in range(n)], texts, quality_cfg, embedder)]
-            for k in range(len(prompts)):
-                dist = pairwise_distances(texts[k * n : (k + 1) * n], cfg.diversity_metric, embedder=embedder)
-                scores.append(set_diversity(dist))
-                if cfg.objective == "loo":
-                    advantages.extend(loo_advantages(dist).tolist())
-                else:
-                    advantages.extend(polychromic_set_advantages(
-                        dist, rewards_all[k * n : (k + 1) * n], set_size=cfg.polychromic_set_size,
-                        n_sets=cfg.polychromic_n_sets, seed=step_seed + k).tolist())
-            diversity_score = float(sum(scores) / len(scores))
-
-            if lam == 0.0:
-                diversity_loss_value = 0.0  # −0 · (...) is identically zero; no gradient is formed
-                share = 0.0
-            else:
-                pad_id = tokenizer.pad_token_id
-
-                def logprobs():
-                    return sequence_logprobs(model, prompt_ids, sample_ids, n, cfg.temperature, pad_id, device)
-
-                ds = DiversityStep(
-                    step=step, diversity_weight=lam, diversity_score=diversity_score,
-                    advantages=torch.tensor(advantages, dtype=torch.float32, device=device),
-                    n_prompts=len(prompts), n_generations=n, prompts=prompts, samples=texts,
-                    sequence_logprobs=logprobs,
-                )
-                with torch.random.fork_rng(devices=_rng_devices(device)):
-                    torch.manual_seed(step_seed + 1)
-                    model.eval()  # log π of the policy we sampled from (no dropout)
-                    div_term = term_fn(ds)
-                if not isinstance(div_term, torch.Tensor):
-                    div_term = torch.tensor(float(div_term), device=device)
-                diversity_loss_value = float(div_term.detach())
-                if not math.isfinite(diversity_loss_value):
-                    raise NonFiniteLossError(step, quality_value, diversity_loss_value)
-
-        g_quality = torch.autograd.grad(quality, params)
-        if div_term is not None:
-            if div_term.requires_grad:
-                g_div = torch.autograd.grad(div_term, params, allow_unused=True)
-                g_div = [torch.zeros_like(p) if g is None else g for g, p in zip(g_div, params)]
-            else:  # a float-valued term: no path to the parameters, its gradient is exactly zero
-                g_div = [torch.zeros_like(p) for p in params]
-            share = diversity_grad_share(_global_norm(g_quality), _global_norm(g_div))
-            grads = [gq + gd for gq, gd in zip(g_quality, g_div)]
-        else:
-            grads = list(g_quality)
-        for p, g in zip(params, grads):
-            p.grad = g
-        if cfg.max_grad_norm is not None:
-            total_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            if not torch.isfinite(total_norm):
-                raise NonFiniteLossError(step, quality_value, diversity_loss_value, what="gradient norm")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        combined = quality_value + (diversity_loss_value or 0.0)
+        last, div, share = run.step(step, start)
         if share is not None:
             grad_shares.append(float(share))
-            last_div = {"score": diversity_score, "loss": diversity_loss_value}
-        row = {
-            "step": step,
-            "quality_loss": quality_value,
-            "diversity_score": diversity_score,
-            "diversity_loss": diversity_loss_value,
-            "combined_loss": float(combined),
-            "diversity_grad_share": None if share is None else float(share),
-            "learning_rate": float(optimizer.param_groups[0]["lr"]),
-            "wall_time": float(time.perf_counter() - start),
-        }
-        last = row
+            last_div = div
         if log_fn is not None:
-            log_fn(row)
+            log_fn(last)
         now = time.perf_counter()
         if now - last_log >= cfg.progress_every_s or step == cfg.max_steps:
             rate = step / (now - train_start)
             logger.info(
                 "λ=%s step %d/%d  quality %.3f  diversity %s  share %s  %.2f steps/s  ETA %.0fs",
-                lam, step, cfg.max_steps, quality_value,
-                "-" if last_div.get("score") is None else f"{last_div['score']:.3f}",
+                run.lam, step, cfg.max_steps, last["quality_loss"],
+                "-" if last_div is None else f"{last_div.score:.3f}",
                 "-" if not grad_shares else f"{grad_shares[-1]:.3f}", rate, (cfg.max_steps - step) / rate,
             )
             last_log = now
@@ -551,24 +457,71 @@ def train_lora_adapter(
         adapter_sha256="",
         steps=cfg.max_steps,
         wall_s=0.0,
-        device=device,
-        peak_memory_bytes=_peak_memory_bytes(device),
+        device=run.device,
+        peak_memory_bytes=_peak_memory_bytes(run.device),
         final_quality_loss=float(last["quality_loss"]),
-        final_diversity_score=last_div.get("score"),
-        final_diversity_loss=last_div.get("loss"),
+        final_diversity_score=None if last_div is None else last_div.score,
+        final_diversity_loss=None if last_div is None else last_div.loss_value,
         final_combined_loss=float(last["combined_loss"]),
         mean_diversity_grad_share=(sum(grad_shares) / len(grad_shares)) if grad_shares else None,
         n_diversity_steps=len(grad_shares),
-        diversity_weight=lam,
+        diversity_weight=run.lam,
         grad_shares=grad_shares,
     )
     with atomic_output_dir(out_dir) as tmp:
-        model.save_pretrained(str(tmp))
+        run.model.save_pretrained(str(tmp))
         result.adapter_sha256 = adapter_sha256(tmp)
         result.wall_s = time.perf_counter() - start
         info = {"config": asdict(cfg), "result": asdict(result), "base_model_dir": str(Path(base_model_dir).resolve())}
         (tmp / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2))
-    logger.info("saved adapter λ=%s to %s in %.1fs (sha256 %s…, mean grad share %s)", lam, out_dir,
+    logger.info("saved adapter λ=%s to %s in %.1fs (sha256 %s…, mean grad share %s)", run.lam, out_dir,
                 result.wall_s, result.adapter_sha256[:12],
                 "-" if result.mean_diversity_grad_share is None else f"{result.mean_diversity_grad_share:.3f}")
     return result
+
+
+def checkpoint_row(lambda_key: str, cfg: PolychromicTrainConfig, result: TrainResult, base_row: dict) -> dict:
+    """The ``lora_checkpoints`` row of one trained λ (``result`` already carries λ)."""
+    row = {"lambda_key": lambda_key, **asdict(result)}
+    row["adapter_dir"] = str(row["adapter_dir"])
+    row["base_model_path"] = base_row["path"]
+    row["base_model_sha256"] = base_row.get("weights_sha256")
+    row["train_config"] = json.dumps(asdict(cfg), sort_keys=True)
+    return row
+
+
+def train_partitions(
+    base_row: dict,
+    train_pairs: Sequence[tuple[str, str]],
+    cfgs: dict[str, PolychromicTrainConfig],
+    adapter_dir: Callable[[str], Path],
+    *,
+    db_path: str | Path,
+    run_id: str,
+    logger: logging.Logger | None = None,
+) -> list[dict]:
+    """Train every λ of ``cfgs`` (λ key -> config) from the base model of ``base_row``.
+
+    Each λ's adapter goes to ``adapter_dir(key)``; its steps are logged live to the
+    ``training_log`` table of ``db_path`` under ``run_id``. The run's log rows replace the
+    older logs of these λ only when every λ succeeded; on any failure they are removed.
+    Returns one ``lora_checkpoints`` row per λ.
+    """
+    from polydag.core.storage import training_log
+
+    logger = logger or _log
+    rows = []
+    try:
+        for key, cfg in cfgs.items():
+            writer = training_log.TrainingLogWriter(db_path, run_id=run_id, lambda_key=key,
+                                                    diversity_weight=cfg.diversity_weight)
+            logger.info("training λ=%s on %d pairs", key, len(train_pairs))
+            result = train_lora_adapter(base_row["path"], train_pairs, cfg, adapter_dir(key), log_fn=writer,
+                                        logger=logger)
+            writer.flush()
+            rows.append(checkpoint_row(key, cfg, result, base_row))
+    except BaseException:
+        training_log.discard_run(db_path, run_id)
+        raise
+    training_log.commit_runs(db_path, run_id, list(cfgs))
+    return rows

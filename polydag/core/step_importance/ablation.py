@@ -39,30 +39,30 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import polars as pl
 import torch
 
 from polydag.core.step_importance.answers import answers_equal, extract_answer_number
+from polydag.core.step_importance.config import (
+    MODES,
+    AblationSpec,
+    Protocol,
+    Variant,
+    layer_of_site,
+    make_protocol,
+)
 from polydag.core.step_importance.inference import (
-    DEFAULT_MAX_NEW_TOKENS,
     RowEdits,
     ThoughtEdit,
     decode_answer,
     encode_gold_reply,
     encode_question,
     first_answer_token_index,
-    layer_of_site,
     run_thought_loop,
 )
 from polydag.core.step_importance.model import ContinuousThoughtModel
-
-SCHEMES = ("prefix", "single")
-MODES = ("zero", "mean", "resample")
-RESEARCHERS_FED_THOUGHTS = 5
-RESEARCHERS_LAYER = 8
 
 ROW_SCHEMA = {
     "problem_id": pl.String,
@@ -85,112 +85,6 @@ ROW_SCHEMA = {
     "kl_to_baseline": pl.Float64,
     "n_answer_tokens": pl.Int64,
 }
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How positions map onto the loop: ``num_fed`` thoughts are fed; position p is loop slot
-    ``p + slot_offset`` (slot 0 = bot step) and, for the input site, fed thought p."""
-
-    name: str
-    num_fed: int
-    slot_offset: int
-
-    @property
-    def n_positions(self) -> int:
-        return self.num_fed + (1 - self.slot_offset)
-
-
-def make_protocol(model: ContinuousThoughtModel, compat_researchers: bool = False) -> Protocol:
-    """CODI's loop (all ``num_latent`` thoughts, position i = fed thought i) or the
-    researchers' (bot = position 0, then five fed thoughts)."""
-    if compat_researchers:
-        return Protocol("researchers", RESEARCHERS_FED_THOUGHTS, 0)
-    return Protocol("codi", model.num_latent, 1)
-
-
-@dataclass(frozen=True)
-class Variant:
-    variant: str
-    scheme: str            # baseline | null | prefix | single
-    mode: str              # none | zero | mean | resample
-    site: str              # none | input | layer:L
-    position: int          # -1 for baseline and null
-    ablated: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class AblationSpec:
-    """Which ablation variants to run (the baseline and the null control always run)."""
-
-    schemes: tuple[str, ...] = ("prefix", "single")
-    modes: tuple[str, ...] = ("zero",)
-    sites: tuple[str, ...] = ("input",)
-    prefix_sizes: tuple[int, ...] | None = None
-    """Prefix variants ablate positions 0..i-1 for each i here; None: 1..n_positions."""
-    single_positions: tuple[int, ...] | None = None
-    """Single-position variants; None: every position."""
-    compat_researchers: bool = False
-    """The researchers' protocol: bot = position 0, five fed thoughts, layer sites only."""
-    seed: int = 0
-    """Seed of the resample partner choice."""
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    with_metrics: bool = True
-    """Compute gold_logprob and kl_to_baseline (one extra teacher-forced block per chunk)."""
-
-    def __post_init__(self):
-        object.__setattr__(self, "schemes", tuple(self.schemes))
-        object.__setattr__(self, "modes", tuple(self.modes))
-        object.__setattr__(self, "sites", tuple(self.sites))
-        for scheme in self.schemes:
-            if scheme not in SCHEMES:
-                raise ValueError(f"unknown ablation scheme {scheme!r}; use one of {SCHEMES}")
-        for mode in self.modes:
-            if mode not in MODES:
-                raise ValueError(f"unknown ablation mode {mode!r}; use one of {MODES}")
-        for site in self.sites:
-            layer_of_site(site)  # raises on a malformed site
-        if self.compat_researchers and any(site == "input" for site in self.sites):
-            raise ValueError("the researchers' protocol ablates layer outputs (e.g. 'layer:8'), not the 'input' site")
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be >= 1")
-
-    @classmethod
-    def researchers(cls, layer: int = RESEARCHERS_LAYER, **overrides) -> "AblationSpec":
-        """Their protocol: prefix zeroing of layer ``layer`` output, sizes 1..5, bot = 0."""
-        settings = dict(schemes=("prefix",), modes=("zero",), sites=(f"layer:{layer}",),
-                        prefix_sizes=(1, 2, 3, 4, 5), compat_researchers=True)
-        settings.update(overrides)
-        return cls(**settings)
-
-    def protocol(self, model: ContinuousThoughtModel) -> Protocol:
-        return make_protocol(model, self.compat_researchers)
-
-    def variants(self, protocol: Protocol) -> list[Variant]:
-        n = protocol.n_positions
-        tag = "researchers/" if protocol.name == "researchers" else ""
-        out = [Variant(f"{tag}baseline", "baseline", "none", "none", -1, ()),
-               Variant(f"{tag}null", "null", "none", "none", -1, ())]
-        sizes = self.prefix_sizes if self.prefix_sizes is not None else tuple(range(1, n + 1))
-        singles = self.single_positions if self.single_positions is not None else tuple(range(n))
-        for size in sizes:
-            if not 1 <= size <= n:
-                raise ValueError(f"prefix size {size} out of range 1..{n} for the {protocol.name} protocol")
-        for pos in singles:
-            if not 0 <= pos < n:
-                raise ValueError(f"single position {pos} out of range 0..{n - 1} for the {protocol.name} protocol")
-        for scheme in self.schemes:
-            for mode in self.modes:
-                for site in self.sites:
-                    if scheme == "prefix":
-                        for size in sizes:
-                            out.append(Variant(f"{tag}prefix-{mode}-{site}-p{size - 1}", "prefix", mode, site,
-                                               size - 1, tuple(range(size))))
-                    else:
-                        for pos in singles:
-                            out.append(Variant(f"{tag}single-{mode}-{site}-p{pos}", "single", mode, site,
-                                               pos, (pos,)))
-        return out
 
 
 # --------------------------------------------------------------------------- thought banks

@@ -18,7 +18,13 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
-from polydag.core.step_importance.model import LLAMA_TARGET_MODULES
+from polydag.core.step_importance.config import (
+    RESEARCHERS_LAYER,
+    CodiModelConfig,
+    CodiTrainConfig,
+    StepImportanceConfig,
+    researchers_layer,
+)
 
 DEFAULT_KIND, CHECKPOINT_KIND = "default", "checkpoint"
 
@@ -46,18 +52,14 @@ class CodiModelInfo:
 def train_default(
     problems: pl.DataFrame,
     out_dir: str | Path,
+    cfg: CodiTrainConfig | None = None,
     *,
-    train_steps: int | None = None,
-    seed: int = 0,
     logger: logging.Logger | None = None,
 ) -> CodiModelInfo:
     """Train the small default CODI model on ``problems`` and save it to ``out_dir``."""
-    from polydag.core.step_importance.train import BASE_DIR, TrainConfig, train_default_model
+    from polydag.core.step_importance.train import BASE_DIR, train_default_model
 
-    cfg = TrainConfig(seed=seed)
-    if train_steps is not None:
-        cfg.steps = int(train_steps)
-    info = train_default_model(problems, out_dir, cfg, logger=logger)
+    info = train_default_model(problems, out_dir, cfg or CodiTrainConfig(), logger=logger)
     s = info.settings
     return CodiModelInfo(
         kind=DEFAULT_KIND, path=str(info.path), base_model_path=str(Path(info.path) / BASE_DIR),
@@ -69,32 +71,27 @@ def train_default(
     )
 
 
-def register_checkpoint(
-    checkpoint_dir: str | Path,
-    *,
-    base_model_path: str | Path | None,
-    lora_r: int = 128,
-    lora_alpha: int = 32,
-    target_modules: Sequence[str] = LLAMA_TARGET_MODULES,
-    prj_dim: int = 2048,
-    num_latent: int = 6,
-) -> CodiModelInfo:
-    """Load a CODI checkpoint once (failing on any missing/unexpected key) and describe it."""
-    from polydag.core.step_importance.model import _weights_file, load_codi_checkpoint
+def register_checkpoint(cfg: CodiModelConfig) -> CodiModelInfo:
+    """Load the CODI checkpoint of ``cfg`` once (failing on any missing/unexpected key) and
+    describe it."""
     from polydag.core.ops.hashing import file_sha256
+    from polydag.core.step_importance.model import _weights_file, load_codi_checkpoint
 
-    if not base_model_path:
+    if not cfg.checkpoint_dir:
+        raise ValueError("register_checkpoint needs checkpoint_dir")
+    if not cfg.base_model_path:
         raise ValueError("a CODI checkpoint needs base_model_path (the local base model directory, "
                          "e.g. Llama-3.2-1B-Instruct, for its config and tokenizer)")
-    model = load_codi_checkpoint(checkpoint_dir, base_model_path, lora_r=lora_r, lora_alpha=lora_alpha,
-                                 target_modules=target_modules, prj_dim=prj_dim, num_latent=num_latent)
+    model = load_codi_checkpoint(cfg.checkpoint_dir, cfg.base_model_path, lora_r=cfg.lora_r,
+                                 lora_alpha=cfg.lora_alpha, target_modules=cfg.target_modules,
+                                 prj_dim=cfg.prj_dim, num_latent=cfg.num_latent)
     n_params = model.n_params()
     del model
-    weights = _weights_file(Path(checkpoint_dir))
+    weights = _weights_file(Path(cfg.checkpoint_dir))
     return CodiModelInfo(
-        kind=CHECKPOINT_KIND, path=str(checkpoint_dir), base_model_path=str(base_model_path), lora_r=lora_r,
-        lora_alpha=lora_alpha, target_modules=",".join(target_modules), prj_dim=prj_dim, num_latent=num_latent,
-        sha256=file_sha256(weights), n_params=n_params,
+        kind=CHECKPOINT_KIND, path=str(cfg.checkpoint_dir), base_model_path=str(cfg.base_model_path),
+        lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=",".join(cfg.target_modules),
+        prj_dim=cfg.prj_dim, num_latent=cfg.num_latent, sha256=file_sha256(weights), n_params=n_params,
     )
 
 
@@ -125,24 +122,12 @@ def load_model(info: CodiModelInfo | Mapping, *, device: str = "cpu", dtype=None
     return model, load_tokenizer(info.base_model_path)
 
 
-def researchers_layer(n_layers: int) -> int:
-    """The researchers zeroed layer 8 of LLaMA-3.2-1B's 16; smaller models use their middle layer."""
-    return 8 if n_layers > 8 else n_layers // 2
-
-
 def run_step_importance(
     model_info: CodiModelInfo | Mapping,
     problems: pl.DataFrame,
+    cfg: StepImportanceConfig | None = None,
     *,
     all_problems: pl.DataFrame | None = None,
-    schemes: Sequence[str] = ("prefix", "single"),
-    modes: Sequence[str] = ("zero",),
-    sites: Sequence[str] = ("input",),
-    compat_researchers: bool = False,
-    chunk_size: int = 32,
-    seed: int = 0,
-    device: str = "auto",
-    max_new_tokens: int | None = None,
     cpu_threads: int | None = 1,
     logger: logging.Logger | None = None,
 ) -> pl.DataFrame:
@@ -150,30 +135,26 @@ def run_step_importance(
 
     ``all_problems`` (the full problem table) is the pool for resample partners and mean
     thoughts, so results do not depend on which problems a run covers. With
-    ``compat_researchers`` the researchers' protocol runs too; its rows have ``protocol`` =
-    "researchers" and their own baseline and null rows. On CPU the sweep runs with
+    ``cfg.compat_researchers`` the researchers' protocol runs too; its rows have ``protocol``
+    = "researchers" and their own baseline and null rows. On CPU the sweep runs with
     ``cpu_threads`` torch threads (None: torch's setting); with the small default model one
     thread was 3x faster than two on shared cores.
     """
     import torch
 
     from polydag.core.polychromic.base_model import resolve_device
-    from polydag.core.step_importance.ablation import AblationSpec, run_ablations
-    from polydag.core.step_importance.inference import DEFAULT_MAX_NEW_TOKENS
+    from polydag.core.step_importance.ablation import run_ablations
 
+    cfg = cfg or StepImportanceConfig()
     log = logger or logging.getLogger(__name__)
-    device = resolve_device(device)
+    device = resolve_device(cfg.device)
     model, tokenizer = load_model(model_info, device=device)
     pool = all_problems if all_problems is not None else problems
-    max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-    specs = [AblationSpec(schemes=tuple(schemes), modes=tuple(modes), sites=tuple(sites), seed=seed,
-                          max_new_tokens=max_new)]
-    if compat_researchers:
-        layer = researchers_layer(len(model.decoder_layers))
-        if layer != 8:
-            log.info("researchers' protocol: the model has %d layers, zeroing layer %d instead of 8",
-                     len(model.decoder_layers), layer)
-        specs.append(AblationSpec.researchers(layer=layer, seed=seed, max_new_tokens=max_new))
+    n_layers = len(model.decoder_layers)
+    specs = cfg.ablation_specs(n_layers)
+    if cfg.compat_researchers and researchers_layer(n_layers) != RESEARCHERS_LAYER:
+        log.info("researchers' protocol: the model has %d layers, zeroing layer %d instead of %d",
+                 n_layers, researchers_layer(n_layers), RESEARCHERS_LAYER)
     frames = []
     previous_threads = torch.get_num_threads()
     if cpu_threads and device == "cpu":
@@ -181,11 +162,23 @@ def run_step_importance(
     try:
         with torch.inference_mode():
             for spec in specs:
-                frames.append(run_ablations(model, tokenizer, problems, spec, chunk_size=chunk_size, logger=log,
-                                            reference_problems=pool))
+                frames.append(run_ablations(model, tokenizer, problems, spec, chunk_size=cfg.chunk_size,
+                                            logger=log, reference_problems=pool))
     finally:
         torch.set_num_threads(previous_threads)
     return pl.concat(frames)
+
+
+def select_problems(problems: pl.DataFrame, problem_ids: Sequence[str]) -> pl.DataFrame:
+    """The rows of ``problem_ids``; an error naming the ids that are not in ``problems``."""
+    selected = problems.filter(pl.col("problem_id").is_in(list(problem_ids)))
+    unknown = sorted(set(problem_ids) - set(selected["problem_id"].to_list()))
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} problem partition(s) are not in the problems table "
+            f"(e.g. {unknown[:3]}); re-materialize `problems` or delete those partitions"
+        )
+    return selected
 
 
 def info_as_row(info: CodiModelInfo) -> dict:

@@ -36,17 +36,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import re
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
 import torch
 
 from polydag.core.step_importance.answers import ANSWER_PREFIX, extract_answer_number, format_answer_reply
+from polydag.core.step_importance.config import DEFAULT_MAX_NEW_TOKENS, layer_of_site
 from polydag.core.step_importance.model import ContinuousThoughtModel
 
-DEFAULT_MAX_NEW_TOKENS = 256  # CODI's gen_kwargs["max_new_tokens"]
-_LAYER_SITE_RE = re.compile(r"^layer:(\d+)$")
 
 
 def format_question(question: str) -> str:
@@ -81,16 +79,6 @@ def decode_answer(tokenizer, token_ids: Sequence[int]) -> str:
     exist only in the resized model vocabulary) dropped."""
     known = len(tokenizer)
     return tokenizer.decode([t for t in token_ids if 0 <= t < known], skip_special_tokens=True)
-
-
-def layer_of_site(site: str) -> int | None:
-    """``"layer:8"`` -> 8, ``"input"`` -> None; anything else is an error."""
-    if site == "input":
-        return None
-    match = _LAYER_SITE_RE.match(site)
-    if not match:
-        raise ValueError(f"unknown ablation site {site!r}; use 'input' or 'layer:L' (e.g. 'layer:8')")
-    return int(match.group(1))
 
 
 # --------------------------------------------------------------------------- layer hooks

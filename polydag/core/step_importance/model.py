@@ -32,7 +32,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-LLAMA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from polydag.core.step_importance.config import LLAMA_TARGET_MODULES
+
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 CODI_PREFIX = "codi."
 

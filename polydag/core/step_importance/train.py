@@ -42,53 +42,10 @@ from typing import Sequence
 import polars as pl
 
 from polydag.core.ops.atomic_dir import atomic_output_dir
+from polydag.core.step_importance.config import CodiTrainConfig
 
 BASE_DIR = "base"                 # config.json and tokenizer of the small base model
 SETTINGS_FILE = "codi_settings.json"
-
-
-@dataclass
-class TrainConfig:
-    """Settings of the offline default model and its training run."""
-
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    num_hidden_layers: int = 3
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    lora_r: int = 8
-    lora_alpha: int = 16
-    prj_dim: int = 128
-    num_latent: int = 6
-    steps: int = 800
-    """Optimizer steps; on a busy machine ``time_budget_s`` ends the run earlier."""
-    n_train_problems: int = 8000
-    """Generated training problems (never equal to a question of the problems table)."""
-    step_weights: tuple[float, ...] = (0.30, 0.25, 0.17, 0.12, 0.09, 0.07)
-    """Mix of 1..6-step training problems: short problems dominate, which a few hundred
-    optimizer steps can exploit."""
-    tie_word_embeddings: bool = False
-    """Share input and output embeddings (LLaMA-3.2-1B does); untied learned faster here."""
-    number_embeddings: bool = True
-    """Start number tokens from a sinusoidal encoding of their value (:func:`init_number_embeddings`)."""
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    """Peak learning rate. 3e-3 left the model on a plateau (guessing from the answer prior)
-    for hundreds of steps; 1e-3 got past it within ~150."""
-    weight_decay: float = 0.01
-    warmup_steps: int = 30
-    grad_clip: float = 2.0
-    n_heldout: int = 200
-    """Problems of the table used to measure held-out accuracy (all of them if fewer)."""
-    seed: int = 0
-    time_budget_s: float = 180.0
-    """Hard cap on training wall time. The learning-rate schedule follows whichever of step
-    progress and time progress is further, so a slow machine still anneals before the cap."""
-    log_every: int = 25
-    eval_batch_size: int = 64
-    num_threads: int | None = 1
-    """torch CPU threads during training (None: leave torch's setting). One thread: this small
-    model gains little from two, and on shared cores two threads ran a step 2x slower."""
 
 
 @dataclass
@@ -119,7 +76,7 @@ def heldout_sample(problem_ids: Sequence[str], n: int, seed: int) -> set[str]:
     return set(ranked[: max(1, min(n, len(ranked)))])
 
 
-def generated_training_problems(cfg: TrainConfig, exclude: set[str]) -> list[tuple[str, str]]:
+def generated_training_problems(cfg: CodiTrainConfig, exclude: set[str]) -> list[tuple[str, str]]:
     """(question, normalized answer) of the generated training problems."""
     from polydag.core.step_importance.problems import normalize_number
     from polydag.core.step_importance.synthetic_gsm8k import generate
@@ -216,7 +173,7 @@ def _accuracy(model, tokenizer, questions: list[str], golds: list[str], batch_si
 def train_default_model(
     problems: pl.DataFrame,
     out_dir: str | Path,
-    cfg: TrainConfig | None = None,
+    cfg: CodiTrainConfig | None = None,
     *,
     logger: logging.Logger | None = None,
 ) -> TrainInfo:
@@ -231,7 +188,7 @@ def train_default_model(
     from polydag.core.step_importance.model import CodiModelSettings, TinyCodiConfig, build_tiny_codi_model, save_codi_checkpoint
     from polydag.core.step_importance.tiny_tokenizer import build_tiny_tokenizer
 
-    cfg = cfg or TrainConfig()
+    cfg = cfg or CodiTrainConfig()
     log = logger or logging.getLogger(__name__)
     for column in ("problem_id", "question", "answer"):
         if column not in problems.columns:

@@ -1,6 +1,6 @@
 """The ``alerts`` table and the optional webhook: where collapse flags end up.
 
-Each alert (``polydag.core.polychromic.collapse.Alert``) is one row, keyed by ``alert_id`` = a hash of
+Each :class:`Alert` (flagged by ``polydag.core.polychromic.collapse``) is one row, keyed by ``alert_id`` = a hash of
 (source, kind, run_id, lambda_key, subject). ``record_alerts`` inserts only ids not stored yet
 and returns those new alerts, so a sensor that re-evaluates the same run on every tick writes
 (and posts) each alert once. Writes go through a short-lived connection
@@ -13,15 +13,49 @@ and reported as False, never raised: an unreachable chat hook must not stop the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import urllib.error
 import urllib.request
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from polydag.core.polychromic.collapse import Alert
 from polydag.core.storage.duck import connect, table_exists
+
+@dataclass(frozen=True)
+class Alert:
+    """One flag. ``subject`` tells apart alerts of the same kind for one (run, λ), e.g. the metric."""
+
+    source: str
+    kind: str
+    lambda_key: str
+    run_id: str | None
+    step: int | None
+    value: float | None
+    threshold: float | None
+    message: str
+    subject: str = ""
+    details: dict = field(default_factory=dict)
+
+    @property
+    def alert_id(self) -> str:
+        """Stable id of (source, kind, run_id, lambda_key, subject): the de-duplication key."""
+        key = json.dumps([self.source, self.kind, self.run_id, self.lambda_key, self.subject])
+        return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["alert_id"] = self.alert_id
+        for name in ("value", "threshold"):  # JSON has no NaN/inf
+            v = out[name]
+            if v is not None and not math.isfinite(v):
+                out[name] = repr(v)
+        return out
+
+
 
 TABLE = "alerts"
 _DDL = f"""

@@ -74,3 +74,18 @@ def table_exists(con, table: str) -> bool:
             [table],
         ).fetchone()[0]
     )
+
+
+def read_rows(path: str | Path, table: str, *, timeout_s: float = 60.0, **equals):
+    """Rows of ``table`` whose columns equal ``equals`` (polars); an empty frame when the
+    database or the table does not exist yet."""
+    import polars as pl
+
+    path = Path(path)
+    if not path.exists():
+        return pl.DataFrame()
+    with connect(path, read_only=True, timeout_s=timeout_s) as con:
+        if not table_exists(con, table):
+            return pl.DataFrame()
+        where = " AND ".join(f'"{column}" = ?' for column in equals) or "TRUE"
+        return con.execute(f'SELECT * FROM "{table}" WHERE {where}', list(equals.values())).pl()

@@ -43,7 +43,8 @@ from polydag.core.storage import alerts as alert_store
 from polydag.core.polychromic.collapse import TRAINING, Alert, evaluation_alerts, training_alerts
 from polydag.core.storage.duck import DuckDBBusyError, connect, table_exists
 from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME
-from polydag.defs.storage.resources import CollapseAlerting, PolydagStorage
+from polydag.defs.polychromic.resources import CollapseAlerting
+from polydag.defs.storage.resources import PolydagStorage
 
 OBSERVED_ASSET = AssetKey("lora_checkpoints")
 EVALUATION_ASSETS = (AssetKey("metrics"), AssetKey("comparison"), AssetKey("verdict"))

@@ -23,56 +23,10 @@ several seeds per λ and is not assessed by this table.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-
 import polars as pl
 
 from polydag.core.polychromic.lambdas import lambda_value
-from polydag.core.evaluation.metrics.registry import metric_info
-
-LEVELS = ("workshop", "main_conference")
-
-
-@dataclass
-class VerdictThresholds:
-    """Bars as signed relative changes vs the baseline (0.12 = +12%), per level."""
-
-    workshop: dict[str, float] = field(
-        default_factory=lambda: {"distinct_2": 0.12, "self_bleu": -0.10, "pass_at_10": 0.25}
-    )
-    main_conference: dict[str, float] = field(
-        default_factory=lambda: {"distinct_2": 0.25, "self_bleu": -0.30, "pass_at_10": 0.50}
-    )
-    # metric -> largest allowed |relative change| for the metric to count as "similar"
-    similar: dict[str, float] = field(default_factory=lambda: {"pass_at_1": 0.05})
-    alpha: float = 0.05
-    # which p-value column of the comparison table decides significance
-    p_column: str = "p_holm"
-
-    def __post_init__(self) -> None:
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"VerdictThresholds.alpha must be in (0, 1), got {self.alpha}")
-        if self.p_column not in ("p_holm", "p_wilcoxon"):
-            raise ValueError(f"VerdictThresholds.p_column must be 'p_holm' or 'p_wilcoxon', got {self.p_column!r}")
-        for level in LEVELS:
-            for metric, bar in getattr(self, level).items():
-                info = metric_info(metric)
-                if bar == 0 or not math.isfinite(bar):
-                    raise ValueError(f"{level} bar for {metric} must be a non-zero relative change, got {bar}")
-                if (bar > 0) != info.higher_is_better:
-                    better = "higher" if info.higher_is_better else "lower"
-                    raise ValueError(
-                        f"{level} bar {bar:+.0%} for {metric} points the wrong way: {better} "
-                        f"{metric} is better, so the bar must be {'positive' if info.higher_is_better else 'negative'}"
-                    )
-        for metric, tolerance in self.similar.items():
-            metric_info(metric)
-            if not tolerance > 0:
-                raise ValueError(f"'similar' tolerance for {metric} must be > 0, got {tolerance}")
-
-    @property
-    def bar_metrics(self) -> list[str]:
-        return list(dict.fromkeys([*self.workshop, *self.main_conference]))
+from polydag.core.evaluation.config import VERDICT_LEVELS as LEVELS, VerdictThresholds
 
 
 def _is_number(value) -> bool:
