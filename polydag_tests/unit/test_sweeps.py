@@ -8,6 +8,10 @@ def test_ranges_never_straddle_done_keys_and_respect_max_len():
         ["p0", "p1", "p2"], ["p4", "p5", "p6"], ["p7"], ["p9"]]
 
 
+def test_unbounded_ranges_still_stop_at_done_keys():
+    assert contiguous_ranges(list("abcdefgh"), set("abcfgh"), None) == [list("abc"), list("fgh")]
+
+
 def test_nothing_wanted_gives_no_runs():
     assert contiguous_ranges(["a", "b"], set(), 5) == []
 
