@@ -170,9 +170,10 @@ def _lambda_count() -> int:
 
 def cmd_doctor(args) -> int:
     from polydag.core.ops import doctor
+    from polydag.instance.doctor import run_preflight
 
     n_lambdas = args.lambdas or _lambda_count()
-    results = doctor.run_preflight(
+    results = run_preflight(
         base_model=args.base_model,
         codi_checkpoint=args.codi_checkpoint,
         embedding_model=args.embedding_model,

@@ -1,4 +1,4 @@
-"""The polydag code location: every domain's assets, checks, sensors and schedules.
+"""The polydag code location: every domain's assets, checks and sensors.
 
 Nothing heavy is imported here: torch and transformers load inside the asset bodies, so the
 code location loads in seconds.
@@ -18,7 +18,7 @@ from dagster import (
 # would only be noise on every CLI call.
 warnings.filterwarnings("ignore", category=BetaWarning)
 
-from polydag.defs.automation import build_fill_schedule
+from polydag.defs.automation import build_fill_sensor, with_fill_condition
 from polydag.defs.evaluation import assets as evaluation_assets
 from polydag.defs.evaluation import checks as evaluation_checks
 from polydag.defs.polychromic import assets as polychromic_assets
@@ -33,14 +33,14 @@ CHECK_MODULES = [polychromic_checks, evaluation_checks, step_checks]
 
 
 def build_defs(data_dir=None) -> Definitions:
-    assets = load_assets_from_modules(ASSET_MODULES)
+    # every asset carries the nightly fill condition; the fill sensor (STOPPED until turned
+    # on) evaluates it and requests missing or out-of-date partitions in ranged runs
+    assets = with_fill_condition(load_assets_from_modules(ASSET_MODULES))
     return Definitions(
         assets=assets,
         asset_checks=load_asset_checks_from_modules(CHECK_MODULES),
         resources=build_resources(data_dir),
-        sensors=SENSORS,
-        # nightly fill of missing or stale partitions in ranged runs (STOPPED until turned on)
-        schedules=[build_fill_schedule(assets)],
+        sensors=[*SENSORS, build_fill_sensor()],
         # One process per run: steps share the loaded torch and the 2-core machine; the GPU
         # launcher isolates runs from each other instead.
         executor=in_process_executor,

@@ -1,4 +1,5 @@
-"""The doctor's checks, run as a preflight before any training step.
+"""The doctor's checks (the machine's and the instance's), run as a preflight before any
+training step.
 
 A training run that would fail on a missing model path, a locked results database, a missing
 embedding model or a full disk fails here in a second, with the fix in the message, instead of
@@ -18,7 +19,8 @@ def training_preflight(
     codi_checkpoint=None,
     embedding_model=None,
 ) -> None:
-    from polydag.core.ops.doctor import FAIL, WARN, raise_on_failures, run_preflight
+    from polydag.core.ops.doctor import FAIL, WARN, raise_on_failures
+    from polydag.instance.doctor import run_preflight
 
     results = run_preflight(
         base_model=base_model,

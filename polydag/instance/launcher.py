@@ -42,21 +42,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
-from dagster import DagsterEvent, DagsterEventType, DagsterRun, Field, Noneable
-from dagster import _check as check
-from dagster._core.events import EngineEventData
-from dagster._core.launcher import (
+from dagster import DagsterEvent, DagsterEventType, DagsterRun, Field, Noneable, RunsFilter
+
+from polydag.core.ops.devices import DeviceInventory, detect_devices, parse_device_list
+from polydag.instance.constants import DEVICE_TAG, PLACEMENT_TAG, WORKER_HOST_TAG, WORKER_PID_TAG
+from polydag.instance.dagster_internals import (
+    IN_PROGRESS_RUN_STATUSES,
     CheckRunHealthResult,
+    ConfigurableClass,
+    ConfigurableClassData,
+    EngineEventData,
+    ExecuteRunArgs,
     LaunchRunContext,
     RunLauncher,
     WorkerStatus,
 )
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, RunsFilter
-from dagster._grpc.types import ExecuteRunArgs
-from dagster._serdes import ConfigurableClass, ConfigurableClassData
-
-from polydag.core.ops.devices import DeviceInventory, detect_devices, parse_device_list
-from polydag.instance.constants import DEVICE_TAG, PLACEMENT_TAG, WORKER_HOST_TAG, WORKER_PID_TAG
 from polydag.instance.placement import run_needs_gpu
 
 _log = logging.getLogger(__name__)
@@ -166,9 +166,9 @@ class PolydagRunLauncher(RunLauncher, ConfigurableClass):
     # -- launch -----------------------------------------------------------------------------
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
-        job_origin = check.not_none(
-            run.job_code_origin, f"run {run.run_id} has no job code origin to execute"
-        )
+        job_origin = run.job_code_origin
+        if job_origin is None:
+            raise ValueError(f"run {run.run_id} has no job code origin to execute")
         needs_gpu = run_needs_gpu(self._instance, run)
         inventory = self.inventory()
         if needs_gpu and not inventory.devices and self.require_gpu:

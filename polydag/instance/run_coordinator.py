@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import logging
 
-from dagster import Field, Map, Noneable
-from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
+from dagster import Field, Map, Noneable, QueuedRunCoordinator, SubmitRunContext
 
 from polydag.instance.constants import GPU_POOL, GPU_TAG
 from polydag.instance.placement import run_needs_gpu

@@ -1,4 +1,5 @@
-"""`polydag doctor`: each check's failure path, its fix, and the preflight API."""
+"""`polydag doctor`: each check's failure path, its fix, and the preflight API
+(the DAGSTER_HOME check is in ``unit/test_instance_doctor.py``)."""
 
 import json
 import os
@@ -14,6 +15,7 @@ import pytest
 from polydag import cli
 from polydag.core.ops import doctor
 from polydag.core.ops.doctor import FAIL, OK, WARN
+from polydag.instance import doctor as instance_doctor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,32 +149,6 @@ def test_duckdb_not_a_database_or_not_creatable(tmp_path):
     assert result.status == FAIL and "is not a directory" in result.detail
 
 
-# -- DAGSTER_HOME ---------------------------------------------------------------------------------
-
-def test_dagster_home_failure_paths(monkeypatch, tmp_path):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    unset = doctor.check_dagster_home()
-    assert unset.status == FAIL and "not set" in unset.detail and "scripts/env.sh" in unset.fix
-    assert doctor.check_dagster_home(tmp_path / "nope").status == FAIL
-    home = tmp_path / "home"
-    home.mkdir()
-    assert doctor.check_dagster_home(home).status == WARN  # no dagster.yaml: Dagster defaults
-    (home / "dagster.yaml").write_text("run_launcher: [unclosed")
-    assert doctor.check_dagster_home(home).status == FAIL
-    (home / "dagster.yaml").write_text("run_launcher:\n  module: not_installed_pkg.launcher\n"
-                                       "  class: X\n")
-    result = doctor.check_dagster_home(home)
-    assert result.status == FAIL and "not_installed_pkg.launcher" in result.detail
-
-
-def test_shipped_dagster_home_is_ok(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "data" / "dagster_home" / "dagster.yaml", home)
-    result = doctor.check_dagster_home(home)
-    assert result.status == OK and result.data["run_launcher"] == "PolydagRunLauncher"
-
-
 # -- model paths --------------------------------------------------------------------------------
 
 def _tiny_hf_model(path: Path) -> Path:
@@ -247,8 +223,9 @@ def test_sweep_estimate_adds_up():
 
 def test_preflight_raises_listing_each_failure_with_its_fix(monkeypatch, tmp_path):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    results = doctor.run_preflight(base_model=tmp_path / "missing-model", estimate=False,
-                                   db_path=tmp_path / "polydag.duckdb", data_dir=tmp_path)
+    results = instance_doctor.run_preflight(base_model=tmp_path / "missing-model",
+                                            estimate=False, db_path=tmp_path / "polydag.duckdb",
+                                            data_dir=tmp_path)
     failed = {r.name for r in results if r.status == FAIL}
     assert {"DAGSTER_HOME", "base model"} <= failed
     with pytest.raises(doctor.PreflightError) as error:

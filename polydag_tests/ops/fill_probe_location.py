@@ -1,8 +1,9 @@
-"""A tiny code location for the daemon test of the fill schedule (``test_fill_daemon.py``).
+"""A tiny code location for the daemon test of the fill sensor (``test_fill_daemon.py``).
 
-The schedule is polydag's own ``build_fill_schedule``; only the assets are stand-ins, cheap
-enough for a real daemon tick: each run of ``per_letter`` writes which partition keys it got
-to ``$POLYDAG_PROBE_DIR/<run_id>.json``.
+The condition and the sensor are polydag's own (``with_fill_condition``, ``build_fill_sensor``);
+only the assets are stand-ins, cheap enough for real daemon ticks and runs: each run of
+``per_letter`` or ``letters_summary`` writes which partition keys it got to
+``$POLYDAG_PROBE_DIR/<run_id>.json``.
 """
 
 import json
@@ -17,9 +18,14 @@ from dagster import (
     asset,
 )
 
-from polydag.defs.automation import build_fill_schedule
+from polydag.defs.automation import build_fill_sensor, with_fill_condition
 
 letters = DynamicPartitionsDefinition(name="letter")
+
+
+def _probe(context: AssetExecutionContext, keys) -> None:
+    out = Path(os.environ["POLYDAG_PROBE_DIR"]) / f"{context.run.run_id}.json"
+    out.write_text(json.dumps({"asset": context.asset_key.to_user_string(), "keys": keys}))
 
 
 @asset
@@ -29,15 +35,13 @@ def source() -> None:
 
 @asset(partitions_def=letters, backfill_policy=BackfillPolicy.multi_run(2), deps=[source])
 def per_letter(context: AssetExecutionContext) -> None:
-    out = Path(os.environ["POLYDAG_PROBE_DIR"]) / f"{context.run.run_id}.json"
-    out.write_text(json.dumps({"asset": "per_letter", "keys": list(context.partition_keys)}))
+    _probe(context, list(context.partition_keys))
 
 
 @asset(deps=[per_letter])
 def letters_summary(context: AssetExecutionContext) -> None:
-    out = Path(os.environ["POLYDAG_PROBE_DIR"]) / f"{context.run.run_id}.json"
-    out.write_text(json.dumps({"asset": "letters_summary", "keys": None}))
+    _probe(context, None)
 
 
-ASSETS = [source, per_letter, letters_summary]
-defs = Definitions(assets=ASSETS, schedules=[build_fill_schedule(ASSETS, cron_schedule="* * * * *")])
+defs = Definitions(assets=with_fill_condition([source, per_letter, letters_summary]),
+                   sensors=[build_fill_sensor()])

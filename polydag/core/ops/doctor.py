@@ -7,6 +7,11 @@ turns failures into one error, so training can call the same checks as a preflig
     from polydag.core.ops.doctor import raise_on_failures, run_preflight
     raise_on_failures(run_preflight(base_model=path, estimate=False))
 
+These are the machine's checks; this module knows nothing about Dagster. The checks of the
+Dagster instance (DAGSTER_HOME and its dagster.yaml) live in :mod:`polydag.instance.doctor`,
+whose ``run_preflight`` passes them in as ``extra_checks``; ``polydag doctor`` and the training
+preflight run that one.
+
 Nothing here loads a model unless asked: the embedding model check only looks at files
 (``deep=True`` loads it and encodes one sentence, ~12 s), and the sweep estimate builds the
 default tiny model with random weights for a micro-benchmark (a few seconds; ``estimate=False``
@@ -15,7 +20,6 @@ skips it). Everything is offline.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -25,7 +29,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from polydag.core.ops import paths
 
@@ -217,7 +221,7 @@ def check_nltk(tokenizer_names: Sequence[str] | None = None) -> CheckResult:
                        f"({', '.join(sorted(set(needing.values())))})", data={"tokens": tokens})
 
 
-# -- results database and Dagster instance ----------------------------------------------------
+# -- results database ---------------------------------------------------------------------------
 
 def check_duckdb(db_path: str | Path | None = None, lock_timeout_s: float = 5.0) -> CheckResult:
     """The results database can be opened for writing and nobody holds it for long."""
@@ -257,47 +261,6 @@ def check_duckdb(db_path: str | Path | None = None, lock_timeout_s: float = 5.0)
                            "a broken file aside and re-materialize.")
     return CheckResult(name, OK, f"{path} is writable and not locked ({tables} tables)",
                        data={"path": str(path), "tables": tables})
-
-
-def check_dagster_home(home: str | Path | None = None) -> CheckResult:
-    """DAGSTER_HOME is set, exists and holds a dagster.yaml whose launcher is importable."""
-    import yaml
-
-    name = "DAGSTER_HOME"
-    fix = "source scripts/env.sh (it exports DAGSTER_HOME=$PWD/data/dagster_home)."
-    home = home if home is not None else os.environ.get("DAGSTER_HOME")
-    if not home:
-        return CheckResult(name, FAIL, "DAGSTER_HOME is not set: `dagster dev` would use a "
-                           "temporary instance and delete it on exit, and `dagster asset "
-                           "materialize` would not see the λ and problem partitions.", fix)
-    home = Path(home)
-    if not home.is_dir():
-        return CheckResult(name, FAIL, f"DAGSTER_HOME={home} does not exist.", fix)
-    config_path = home / "dagster.yaml"
-    if not config_path.is_file():
-        return CheckResult(name, WARN, f"{home} has no dagster.yaml: Dagster's defaults apply "
-                           "(no GPU launcher, no run queue, no gpu pool limit).",
-                           f"cp data/dagster_home/dagster.yaml {home}/")
-    try:
-        config = yaml.safe_load(config_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        return CheckResult(name, FAIL, f"{config_path} is not valid YAML: {exc}",
-                           "fix the file (compare with data/dagster_home/dagster.yaml).")
-    for section in ("run_launcher", "run_coordinator"):
-        module = (config.get(section) or {}).get("module")
-        if module and not _importable(module):
-            return CheckResult(name, FAIL, f"{config_path}: {section} module {module!r} is not "
-                               "importable.", f"pip install the package providing {module}.")
-    launcher = (config.get("run_launcher") or {}).get("class", "DefaultRunLauncher")
-    return CheckResult(name, OK, f"{home} with dagster.yaml (run launcher: {launcher})",
-                       data={"home": str(home), "run_launcher": launcher})
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a parent package is missing
-        return False
 
 
 # -- model paths ---------------------------------------------------------------------------------
@@ -483,16 +446,18 @@ def run_preflight(
     word_tokenizers: Sequence[str] | None = None,
     db_path: str | Path | None = None,
     data_dir: str | Path | None = None,
-    dagster_home: str | Path | None = None,
     require_gpu: bool = False,
     deep: bool = False,
     estimate: bool = True,
     n_lambdas: int = 4,
     min_free_disk_gib: float = 5.0,
     duckdb_lock_timeout_s: float = 5.0,
+    extra_checks: Sequence[tuple[str, Callable[[], CheckResult]]] = (),
     logger: logging.Logger | None = None,
 ) -> list[CheckResult]:
-    """Every check, in order. A check that raises becomes a ``fail`` naming the exception
+    """Every check, in order. ``extra_checks`` (name, check) come from the layers above this
+    one (:func:`polydag.instance.doctor.instance_checks`) and run after the results database,
+    with the other local state. A check that raises becomes a ``fail`` naming the exception
     (the doctor must report, not crash), and is logged with its traceback."""
     logger = logger or _log
     checks = [
@@ -503,7 +468,7 @@ def run_preflight(
         ("tokenizers", check_tokenizers),
         ("NLTK", lambda: check_nltk(word_tokenizers)),
         ("DuckDB", lambda: check_duckdb(db_path, duckdb_lock_timeout_s)),
-        ("DAGSTER_HOME", lambda: check_dagster_home(dagster_home)),
+        *extra_checks,
         ("base model", lambda: check_base_model(base_model)),
         ("CODI checkpoint", lambda: check_codi_checkpoint(codi_checkpoint)),
     ]

@@ -30,6 +30,7 @@ from dagster import (
     AssetKey,
     AssetObservation,
     AssetRecordsFilter,
+    DagsterRunStatus,
     DefaultSensorStatus,
     MetadataValue,
     SensorEvaluationContext,
@@ -37,7 +38,6 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.storage.dagster_run import DagsterRunStatus
 
 from polydag.core.storage import alerts as alert_store
 from polydag.core.polychromic.collapse import TRAINING, Alert, evaluation_alerts, training_alerts

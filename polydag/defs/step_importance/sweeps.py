@@ -4,8 +4,9 @@ Dagster's CLI runs a partition range only for single-run backfill policies, and 
 backfill of a multi-run policy needs the daemon. A sweep on one machine needs neither: it
 asks the instance which partitions are already materialized, cuts the missing ones into
 contiguous ranges of the asset's backfill-policy size, and executes each range as one
-ordinary run of the asset job (the same ``execute_job`` call the CLI makes). Each finished
-run is durable, so a killed sweep, run again, does only what is missing.
+ordinary run of the code location's asset job in the given instance (resolved from the
+``Definitions`` object, so no module path is named here). Each finished run is durable, so a
+killed sweep, run again, does only what is missing.
 """
 
 from __future__ import annotations
@@ -13,24 +14,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from dagster import AssetKey, DagsterInstance, execute_job
-from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.storage.tags import (
+from dagster import AssetKey, DagsterInstance, Definitions
+
+from polydag.defs.partitions import PROBLEM_PARTITIONS_NAME
+from polydag.instance.dagster_internals import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from polydag.defs.partitions import PROBLEM_PARTITIONS_NAME
-
 STEP_IMPORTANCE = AssetKey("step_importance")
-
-
-def polydag_asset_job():
-    """The code location's asset job, reconstructable the way the CLI loads it (by module)."""
-    from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
-
-    repository = ReconstructableRepository.for_module("polydag.definitions", "defs", None)
-    return repository.get_reconstructable_job(IMPLICIT_ASSET_JOB_NAME)
 
 
 def contiguous_ranges(ordered, wanted: set[str], max_len: int | None) -> list[list[str]]:
@@ -80,11 +72,17 @@ class SweepResult:
 def sweep_step_importance(
     instance: DagsterInstance,
     *,
+    defs: Definitions | None = None,
     max_problems: int | None = None,
     problems_per_run: int | None = None,
     run_config: dict | None = None,
 ) -> SweepResult:
+    """Materialize the missing ``step_importance`` partitions of ``instance`` in ranged runs of
+    ``defs``' asset job (default: polydag's code location, ``polydag.definitions.defs``)."""
     from polydag.defs.step_importance.assets import PROBLEMS_PER_RUN
+
+    if defs is None:
+        from polydag.definitions import defs
 
     ordered = list(instance.get_dynamic_partitions(PROBLEM_PARTITIONS_NAME))
     if not ordered:
@@ -97,29 +95,30 @@ def sweep_step_importance(
     done = instance.get_materialized_partitions(STEP_IMPORTANCE)
     missing = {key for key in ordered if key not in done}
     result = SweepResult(n_registered=len(ordered), n_already_done=len(ordered) - len(missing))
-    job = polydag_asset_job()
+    # the implicit asset job of every asset: what the UI and `dagster asset materialize` run
+    job = defs.resolve_implicit_global_asset_job_def()
     for keys in contiguous_ranges(ordered, missing, problems_per_run or PROBLEMS_PER_RUN):
         started = time.monotonic()
-        with execute_job(
-            job,
+        run = job.execute_in_process(
+            run_config=run_config,
             instance=instance,
             asset_selection=[STEP_IMPORTANCE],
-            run_config=run_config,
             tags={
                 ASSET_PARTITION_RANGE_START_TAG: keys[0],
                 ASSET_PARTITION_RANGE_END_TAG: keys[-1],
             },
-        ) as run:
-            result.runs.append(
-                {
-                    "run_id": run.run_id,
-                    "start": keys[0],
-                    "end": keys[-1],
-                    "n_problems": len(keys),
-                    "success": run.success,
-                    "wall_s": time.monotonic() - started,
-                }
-            )
+            raise_on_error=False,
+        )
+        result.runs.append(
+            {
+                "run_id": run.run_id,
+                "start": keys[0],
+                "end": keys[-1],
+                "n_problems": len(keys),
+                "success": run.success,
+                "wall_s": time.monotonic() - started,
+            }
+        )
         if not result.runs[-1]["success"]:
             break  # later ranges would fail the same way; the failure is in the run's logs
     return result

@@ -21,11 +21,11 @@ from typing import Sequence
 
 import polars as pl
 from dagster import InputContext, OutputContext
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 
 from polydag.core.storage import duck
+from polydag.instance.dagster_internals import DbIOManager, DbTypeHandler, TableSlice
 
 
 WRITE_LOCK_TIMEOUT_S = 600.0
