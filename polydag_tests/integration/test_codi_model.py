@@ -250,7 +250,7 @@ def test_train_default_model_writes_a_loadable_codi_checkpoint(tmp_path):
     problems = load_problems(REPO_DATA).head(30)
     assert public_load is load_problems
     cfg = TrainConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, prj_dim=32, steps=3,
-                      n_train_problems=64, n_heldout=10, batch_size=8, log_every=1)
+                      n_train_problems=64, n_heldout=10, batch_size=8, progress_every_s=0.0)
     info = train_default_model(problems, tmp_path / "codi", cfg)
     assert sorted(p.name for p in (tmp_path / "codi").iterdir()) == ["base", "codi_settings.json", "model.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["codi"]          # no temporary directory left behind

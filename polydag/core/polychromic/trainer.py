@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from polydag.core.ops.atomic_dir import atomic_output_dir
+from polydag.core.ops.progress import progress
 from polydag.core.polychromic.base_model import encode_prompt, encode_reply, load_model_and_tokenizer, resolve_device
 from polydag.core.polychromic.config import PolychromicTrainConfig
 from polydag.core.polychromic.objective import (
@@ -433,24 +434,17 @@ def train_lora_adapter(
     grad_shares: list[float] = []
     last: dict[str, Any] = {}
     last_div: _DiversityOutcome | None = None
-    train_start = last_log = time.perf_counter()
-    for step in range(1, cfg.max_steps + 1):
-        last, div, share = run.step(step, start)
-        if share is not None:
-            grad_shares.append(float(share))
-            last_div = div
-        if log_fn is not None:
-            log_fn(last)
-        now = time.perf_counter()
-        if now - last_log >= cfg.progress_every_s or step == cfg.max_steps:
-            rate = step / (now - train_start)
-            logger.info(
-                "λ=%s step %d/%d  quality %.3f  diversity %s  share %s  %.2f steps/s  ETA %.0fs",
-                run.lam, step, cfg.max_steps, last["quality_loss"],
-                "-" if last_div is None else f"{last_div.score:.3f}",
-                "-" if not grad_shares else f"{grad_shares[-1]:.3f}", rate, (cfg.max_steps - step) / rate,
-            )
-            last_log = now
+    with progress(cfg.max_steps, f"LoRA λ={run.lam}", unit="step", logger=logger,
+                  log_every_s=cfg.progress_every_s) as bar:
+        for step in range(1, cfg.max_steps + 1):
+            last, div, share = run.step(step, start)
+            if share is not None:
+                grad_shares.append(float(share))
+                last_div = div
+            if log_fn is not None:
+                log_fn(last)
+            bar.update(1, quality=last["quality_loss"], diversity=None if last_div is None else last_div.score,
+                       share=grad_shares[-1] if grad_shares else None)
 
     result = TrainResult(
         adapter_dir=str(Path(out_dir).resolve()),

@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from typing import Mapping, Sequence
 
 import polars as pl
 import torch
 
+from polydag.core.ops.progress import progress
 from polydag.core.step_importance.answers import answers_equal, extract_answer_number
 from polydag.core.step_importance.config import (
     MODES,
@@ -284,35 +284,33 @@ def run_ablations(
     records: list[dict | None] = [None] * problems.height
     problem_ids = problems["problem_id"].to_list()
     golds = problems["answer"].to_list()
-    started = time.perf_counter()
     n_chunks = (len(order) + chunk_size - 1) // chunk_size
-    for c, start in enumerate(range(0, len(order), chunk_size)):
-        chunk = order[start:start + chunk_size]
-        partner_bank, partner_index = None, [0] * len(chunk)
-        if partners:
-            partner_ids = sorted({partners[problem_ids[i]] for i in chunk})
-            partner_bank = compute_thought_bank(model, tokenizer, [pool_questions[p] for p in partner_ids],
-                                                sites=sites_by_mode["resample"], protocol=protocol,
-                                                batch_size=max(len(partner_ids), 1))
-            partner_index = [partner_ids.index(partners[problem_ids[i]]) for i in chunk]
-        edits = _build_edits(variants, protocol, partner_index, mean_thoughts, partner_bank, d)
-        gold_ids = [encode_gold_reply(tokenizer, golds[i]) for i in chunk] if spec.with_metrics else None
-        n_var = len(variants)
-        out = run_thought_loop(
-            model, [ids[i] for i in chunk], eos_token_id=tokenizer.eos_token_id, repeats=n_var,
-            num_fed=protocol.num_fed, edits=edits, max_new_tokens=spec.max_new_tokens,
-            gold_reply_ids=gold_ids,
-            first_answer_index=[first_answer_token_index(tokenizer, g) for g in gold_ids] if gold_ids else None,
-            kl_reference_rows=torch.arange(len(chunk)).repeat_interleave(n_var) * n_var if gold_ids else None,
-        )
-        for p, i in enumerate(chunk):
-            records[i] = _rows_for_problem(
-                problem_ids[i], golds[i], variants, protocol, out, p * n_var, tokenizer,
-                partners.get(problem_ids[i]))
-        done = min(start + chunk_size, len(order))
-        elapsed = time.perf_counter() - started
-        log.info("step importance: chunk %d/%d, %d/%d problems, %d rows, %.1f s, %.2f problems/s",
-                 c + 1, n_chunks, done, len(order), done * n_var, elapsed, done / max(elapsed, 1e-9))
+    desc = f"ablate ({protocol.name}, {len(variants)} variants)"
+    with progress(len(order), desc, unit="problem", logger=log) as bar:
+        for c, start in enumerate(range(0, len(order), chunk_size)):
+            chunk = order[start:start + chunk_size]
+            partner_bank, partner_index = None, [0] * len(chunk)
+            if partners:
+                partner_ids = sorted({partners[problem_ids[i]] for i in chunk})
+                partner_bank = compute_thought_bank(model, tokenizer, [pool_questions[p] for p in partner_ids],
+                                                    sites=sites_by_mode["resample"], protocol=protocol,
+                                                    batch_size=max(len(partner_ids), 1))
+                partner_index = [partner_ids.index(partners[problem_ids[i]]) for i in chunk]
+            edits = _build_edits(variants, protocol, partner_index, mean_thoughts, partner_bank, d)
+            gold_ids = [encode_gold_reply(tokenizer, golds[i]) for i in chunk] if spec.with_metrics else None
+            n_var = len(variants)
+            out = run_thought_loop(
+                model, [ids[i] for i in chunk], eos_token_id=tokenizer.eos_token_id, repeats=n_var,
+                num_fed=protocol.num_fed, edits=edits, max_new_tokens=spec.max_new_tokens,
+                gold_reply_ids=gold_ids,
+                first_answer_index=[first_answer_token_index(tokenizer, g) for g in gold_ids] if gold_ids else None,
+                kl_reference_rows=torch.arange(len(chunk)).repeat_interleave(n_var) * n_var if gold_ids else None,
+            )
+            for p, i in enumerate(chunk):
+                records[i] = _rows_for_problem(
+                    problem_ids[i], golds[i], variants, protocol, out, p * n_var, tokenizer,
+                    partners.get(problem_ids[i]))
+            bar.update(len(chunk), chunk=f"{c + 1}/{n_chunks}")
     rows = [row for problem_rows in records for row in problem_rows]
     return pl.DataFrame(rows, schema=ROW_SCHEMA)
 

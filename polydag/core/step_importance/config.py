@@ -109,7 +109,7 @@ class CodiTrainConfig:
     time_budget_s: float = setting(180.0, help="Hard cap on training wall time. The learning-rate schedule "
                                    "follows whichever of step and time progress is further, so a slow "
                                    "machine still anneals before the cap.")
-    log_every: int = setting(25, help="Steps between progress log lines.")
+    progress_every_s: float = setting(5.0, help="Seconds between progress log lines.")
     eval_batch_size: int = setting(64, help="Questions per batch when measuring accuracy.")
     num_threads: int | None = setting(1, help="torch CPU threads during training (empty: leave torch's "
                                       "setting). One thread: on shared cores two ran a step 2x slower.")
@@ -119,11 +119,12 @@ class CodiTrainConfig:
         checks = Checks(self)
         for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                      "num_key_value_heads", "lora_r", "lora_alpha", "prj_dim", "num_latent", "steps",
-                     "n_train_problems", "batch_size", "n_heldout", "log_every", "eval_batch_size"):
+                     "n_train_problems", "batch_size", "n_heldout", "eval_batch_size"):
             checks.integer(name, low=1)
         checks.integer("warmup_steps", low=0).integer("seed").integer("num_threads", low=1, optional=True)
         checks.number("learning_rate", low=0, low_open=True).number("weight_decay", low=0)
         checks.number("grad_clip", low=0, low_open=True).number("time_budget_s", low=0, low_open=True)
+        checks.number("progress_every_s", low=0)
         checks.need(len(self.step_weights) > 0 and all(w >= 0 for w in self.step_weights)
                     and sum(self.step_weights) > 0,
                     f"step_weights must be non-negative with a positive sum, got {self.step_weights!r}")

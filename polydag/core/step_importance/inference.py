@@ -200,7 +200,7 @@ def reference_answer_one(
         ids = torch.tensor([encode_question(tokenizer, question) + [model.bot_id]], device=device)
         state.slot = 0
         out = model.codi(input_ids=ids, use_cache=True, output_hidden_states=True)
-        past = out.past_key_values
+        past = out.cache
         latent = model.prj(out.hidden_states[-1][:, -1, :].unsqueeze(1))
         fed = []
         for i in range(n_fed):
@@ -208,8 +208,8 @@ def reference_answer_one(
                 latent = input_edits[i].to(device=device, dtype=latent.dtype).reshape(1, 1, -1)
             fed.append(latent[0, 0].clone())
             state.slot = i + 1
-            out = model.codi(inputs_embeds=latent, use_cache=True, output_hidden_states=True, past_key_values=past)
-            past = out.past_key_values
+            out = model.codi(inputs_embeds=latent, use_cache=True, output_hidden_states=True, cache=past)
+            past = out.cache
             latent = model.prj(out.hidden_states[-1][:, -1, :].unsqueeze(1))
         state.slot = None
 
@@ -220,8 +220,8 @@ def reference_answer_one(
                 model, tokenizer, gold, output, copy.deepcopy(past))
         tokens: list[int] = []
         for _ in range(max_new_tokens):
-            out = model.codi(inputs_embeds=output, use_cache=True, past_key_values=past)
-            past = out.past_key_values
+            out = model.codi(inputs_embeds=output, use_cache=True, cache=past)
+            past = out.cache
             logits = out.logits[:, -1, : model.vocab_size - 1]
             next_id = int(torch.argmax(logits, dim=-1)[0])
             tokens.append(next_id)
@@ -251,8 +251,8 @@ def _reference_gold(model, tokenizer, gold, eot_embedding, past):
     total = 0.0
     first_logprobs = None
     for j, token in enumerate(reply):
-        out = model.codi(inputs_embeds=output, use_cache=True, past_key_values=past)
-        past = out.past_key_values
+        out = model.codi(inputs_embeds=output, use_cache=True, cache=past)
+        past = out.cache
         logprobs = torch.log_softmax(out.logits[0, -1, : model.vocab_size - 1].float(), dim=-1)
         total += float(logprobs[token])
         if j == first:
@@ -324,7 +324,7 @@ class _Stepper:
         """Run one position through the body; returns the last hidden state (R, d)."""
         mask, positions = self._extend(1)
         out = self.model.body(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
-                              position_ids=positions, past_key_values=self.cache, use_cache=True)
+                              position_ids=positions, cache=self.cache, use_cache=True)
         self.mask, self.next_pos = mask, self.next_pos + 1
         return out.last_hidden_state[:, -1, :]
 
@@ -332,7 +332,7 @@ class _Stepper:
         """Run one token through the full LM; returns the decoding logits (R, vocab - 1)."""
         mask, positions = self._extend(1)
         out = self.model.causal_lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                   past_key_values=self.cache, use_cache=True)
+                                   cache=self.cache, use_cache=True)
         self.mask, self.next_pos = mask, self.next_pos + 1
         return out.logits[:, -1, : self.model.vocab_size - 1]
 
@@ -341,7 +341,7 @@ class _Stepper:
         width = input_ids.shape[1]
         mask, positions = self._extend(width, block_mask)
         out = self.model.causal_lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                   past_key_values=self.cache, use_cache=True)
+                                   cache=self.cache, use_cache=True)
         self.cache.crop(-width)
         return out.logits[:, :, : self.model.vocab_size - 1]
 
@@ -394,7 +394,7 @@ def run_thought_loop(
 
     ids, mask, positions = left_pad(question_ids, model.pad_token_id, device)
     cache = DynamicCache(config=model.causal_lm.config)
-    model.body(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+    model.body(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
     next_pos = mask.sum(-1)
     if repeats > 1:
         cache.batch_repeat_interleave(repeats)

@@ -42,6 +42,7 @@ from typing import Sequence
 import polars as pl
 
 from polydag.core.ops.atomic_dir import atomic_output_dir
+from polydag.core.ops.progress import progress
 from polydag.core.step_importance.config import CodiTrainConfig
 
 BASE_DIR = "base"                 # config.json and tokenizer of the small base model
@@ -142,21 +143,21 @@ def student_loss(model, examples: list[_Example]):
     device = next(model.parameters()).device
     ids, mask, positions = left_pad([e.question + [model.bot_id] for e in examples], model.pad_token_id, device)
     cache = DynamicCache(config=model.causal_lm.config)
-    out = model.body(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+    out = model.body(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
     latent = model.prj(out.last_hidden_state[:, -1, :])
     next_pos = mask.sum(-1)
     ones = torch.ones((ids.shape[0], 1), dtype=mask.dtype, device=device)
     for _ in range(model.num_latent):
         mask = torch.cat([mask, ones], dim=1)
         out = model.body(inputs_embeds=latent[:, None, :], attention_mask=mask, position_ids=next_pos[:, None],
-                         past_key_values=cache, use_cache=True)
+                         cache=cache, use_cache=True)
         next_pos = next_pos + 1
         latent = model.prj(out.last_hidden_state[:, -1, :])
     block, block_mask = _right_pad([[model.eot_id] + e.reply for e in examples], model.pad_token_id, device)
     labels = block.masked_fill(block_mask == 0, -100)
     positions = next_pos[:, None] + torch.arange(block.shape[1], device=device)[None, :]
     logits = model.causal_lm(input_ids=block, attention_mask=torch.cat([mask, block_mask], dim=1),
-                             position_ids=positions, past_key_values=cache, use_cache=True).logits
+                             position_ids=positions, cache=cache, use_cache=True).logits
     return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
                                              labels[:, 1:].reshape(-1), ignore_index=-100)
 
@@ -241,33 +242,29 @@ def train_default_model(
         torch.manual_seed(cfg.seed)
         batches: list[list[int]] = []
         model.train()
-        recent: list[float] = []
         steps_done = 0
         final_loss = float("nan")
-        for step in range(cfg.steps):
-            if time.perf_counter() - started > cfg.time_budget_s:
-                log.info("training reached its time budget (%.0f s) after %d of %d steps",
-                            cfg.time_budget_s, step, cfg.steps)
-                break
-            if not batches:
-                batches = length_bucketed_batches([len(e.question) for e in examples], cfg.batch_size, rng)
-            batch = [examples[i] for i in batches.pop()]
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.learning_rate * lr_factor(step)
-            loss = student_loss(model, batch)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"training loss became {loss_value} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            steps_done, final_loss = step + 1, loss_value
-            recent.append(final_loss)
-            if steps_done % cfg.log_every == 0:
-                log.info("step %d/%d loss %.4f lr %.2e (%.0f s)", steps_done, cfg.steps, sum(recent) / len(recent),
-                         optimizer.param_groups[0]["lr"], time.perf_counter() - started)
-                recent = []
+        with progress(cfg.steps, "CODI train", unit="step", logger=log, log_every_s=cfg.progress_every_s) as bar:
+            for step in range(cfg.steps):
+                if time.perf_counter() - started > cfg.time_budget_s:
+                    log.info("training reached its time budget (%.0f s) after %d of %d steps",
+                             cfg.time_budget_s, step, cfg.steps)
+                    break
+                if not batches:
+                    batches = length_bucketed_batches([len(e.question) for e in examples], cfg.batch_size, rng)
+                batch = [examples[i] for i in batches.pop()]
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.learning_rate * lr_factor(step)
+                loss = student_loss(model, batch)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"training loss became {loss_value} at step {step + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                steps_done, final_loss = step + 1, loss_value
+                bar.update(1, loss=loss_value, lr=optimizer.param_groups[0]["lr"])
         wall = time.perf_counter() - started
 
         heldout_acc = _accuracy(model, tokenizer, heldout["question"].to_list(), heldout["answer"].to_list(),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from dagster import AssetKey, DagsterInstance, Definitions
 
+from polydag.core.ops.progress import progress
 from polydag.defs.partitions import PROBLEM_PARTITIONS_NAME
 from polydag.instance.dagster_internals import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -97,28 +98,31 @@ def sweep_step_importance(
     result = SweepResult(n_registered=len(ordered), n_already_done=len(ordered) - len(missing))
     # the implicit asset job of every asset: what the UI and `dagster asset materialize` run
     job = defs.resolve_implicit_global_asset_job_def()
-    for keys in contiguous_ranges(ordered, missing, problems_per_run or PROBLEMS_PER_RUN):
-        started = time.monotonic()
-        run = job.execute_in_process(
-            run_config=run_config,
-            instance=instance,
-            asset_selection=[STEP_IMPORTANCE],
-            tags={
-                ASSET_PARTITION_RANGE_START_TAG: keys[0],
-                ASSET_PARTITION_RANGE_END_TAG: keys[-1],
-            },
-            raise_on_error=False,
-        )
-        result.runs.append(
-            {
-                "run_id": run.run_id,
-                "start": keys[0],
-                "end": keys[-1],
-                "n_problems": len(keys),
-                "success": run.success,
-                "wall_s": time.monotonic() - started,
-            }
-        )
-        if not result.runs[-1]["success"]:
-            break  # later ranges would fail the same way; the failure is in the run's logs
+    ranges = contiguous_ranges(ordered, missing, problems_per_run or PROBLEMS_PER_RUN)
+    with progress(len(missing), "sweep step_importance", unit="problem") as bar:
+        for keys in ranges:
+            started = time.monotonic()
+            run = job.execute_in_process(
+                run_config=run_config,
+                instance=instance,
+                asset_selection=[STEP_IMPORTANCE],
+                tags={
+                    ASSET_PARTITION_RANGE_START_TAG: keys[0],
+                    ASSET_PARTITION_RANGE_END_TAG: keys[-1],
+                },
+                raise_on_error=False,
+            )
+            result.runs.append(
+                {
+                    "run_id": run.run_id,
+                    "start": keys[0],
+                    "end": keys[-1],
+                    "n_problems": len(keys),
+                    "success": run.success,
+                    "wall_s": time.monotonic() - started,
+                }
+            )
+            bar.update(len(keys), runs=f"{len(result.runs)}/{len(ranges)}")
+            if not result.runs[-1]["success"]:
+                break  # later ranges would fail the same way; the failure is in the run's logs
     return result
