@@ -11,3 +11,13 @@ PROBLEM_PARTITIONS_NAME = "problem"
 
 lambda_partitions = DynamicPartitionsDefinition(name=LAMBDA_PARTITIONS_NAME)
 problem_partitions = DynamicPartitionsDefinition(name=PROBLEM_PARTITIONS_NAME)
+
+
+def by_lambda() -> dict:
+    """How a λ-partitioned GPU asset is partitioned (``gpu_asset(**by_lambda())``): λ keys in
+    the ``lambda_key`` column, every selected λ in one run (the CLI's ``--partition-range``
+    needs that)."""
+    from dagster import BackfillPolicy
+
+    return dict(partitions_def=lambda_partitions, partition_column="lambda_key",
+                backfill_policy=BackfillPolicy.single_run())

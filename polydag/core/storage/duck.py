@@ -76,16 +76,26 @@ def table_exists(con, table: str) -> bool:
     )
 
 
-def read_rows(path: str | Path, table: str, *, timeout_s: float = 60.0, **equals):
-    """Rows of ``table`` whose columns equal ``equals`` (polars); an empty frame when the
-    database or the table does not exist yet."""
+def read_rows(path: str | Path, table: str, *, columns=None, timeout_s: float = 60.0, **where):
+    """Rows of ``table`` (polars; ``columns`` or all) matching ``where``: a column equal to a
+    value, or in a list or tuple of values. An empty frame when the database or the table does
+    not exist yet."""
     import polars as pl
 
     path = Path(path)
     if not path.exists():
         return pl.DataFrame()
+    clauses, params = [], []
+    for column, value in where.items():
+        if isinstance(value, (list, tuple)):
+            clauses.append(f'"{column}" IN (SELECT unnest(?))')
+            params.append(list(value))
+        else:
+            clauses.append(f'"{column}" = ?')
+            params.append(value)
+    selected = ", ".join(f'"{c}"' for c in columns) if columns else "*"
     with connect(path, read_only=True, timeout_s=timeout_s) as con:
         if not table_exists(con, table):
             return pl.DataFrame()
-        where = " AND ".join(f'"{column}" = ?' for column in equals) or "TRUE"
-        return con.execute(f'SELECT * FROM "{table}" WHERE {where}', list(equals.values())).pl()
+        query = f'SELECT {selected} FROM "{table}" WHERE {" AND ".join(clauses) or "TRUE"}'
+        return con.execute(query, params).pl()

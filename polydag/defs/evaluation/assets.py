@@ -11,7 +11,6 @@ from pathlib import Path
 import polars as pl
 from dagster import (
     AssetExecutionContext,
-    BackfillPolicy,
     DataVersion,
     MetadataValue,
     Output,
@@ -27,11 +26,11 @@ from polydag.core.polychromic.lambdas import BASELINE_LAMBDA_KEY
 from polydag.core.storage.duck import read_rows
 from polydag.core.storage.tables import markdown_table
 from polydag.defs.config import run_config
+from polydag.defs.decorators import gpu_asset
 from polydag.defs.metadata import table_output
-from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME, lambda_partitions
+from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME, by_lambda
 from polydag.defs.storage.costs import CostModel
 from polydag.defs.storage.resources import PolydagStorage
-from polydag.instance.constants import GPU_OP_TAGS, GPU_POOL
 
 GROUP = "evaluation"
 
@@ -48,16 +47,7 @@ VerdictRunConfig = run_config(
         "(polydag.core.evaluation.config.VerdictThresholds).")
 
 
-@asset(
-    group_name=GROUP,
-    partitions_def=lambda_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    metadata={"partition_expr": "lambda_key"},
-    kinds={"pytorch", "duckdb"},
-    op_tags=GPU_OP_TAGS,
-    pool=GPU_POOL,
-    code_version="1",
-)
+@gpu_asset(group=GROUP, code_version="1", **by_lambda())
 def generations(
     context: AssetExecutionContext,
     config: GenerationsRunConfig,

@@ -12,7 +12,6 @@ from typing import Optional
 import polars as pl
 from dagster import (
     AssetExecutionContext,
-    BackfillPolicy,
     DataVersion,
     MetadataValue,
     Output,
@@ -25,12 +24,12 @@ from polydag.core.ops.hashing import file_sha256, frame_sha256, keyed_sha256
 from polydag.core.polychromic.config import BaseModelConfig, PolychromicTrainConfig, ReplyPairsConfig
 from polydag.core.storage.tables import markdown_table
 from polydag.defs.config import run_config
+from polydag.defs.decorators import gpu_asset
 from polydag.defs.metadata import jsonable_metadata
-from polydag.defs.partitions import lambda_partitions
+from polydag.defs.partitions import by_lambda
 from polydag.defs.preflight import training_preflight
 from polydag.defs.storage.costs import CostModel
 from polydag.defs.storage.resources import PolydagStorage
-from polydag.instance.constants import GPU_OP_TAGS, GPU_POOL
 
 GROUP = "polychromic"
 
@@ -77,7 +76,7 @@ def reply_pairs(context: AssetExecutionContext, config: ReplyPairsRunConfig) -> 
     )
 
 
-@asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, op_tags=GPU_OP_TAGS, pool=GPU_POOL, code_version="1")
+@gpu_asset(group=GROUP, code_version="1")
 def base_model(
     context: AssetExecutionContext,
     config: BaseModelRunConfig,
@@ -102,16 +101,7 @@ def base_model(
                   metadata=jsonable_metadata({**row, **costs}))
 
 
-@asset(
-    group_name=GROUP,
-    partitions_def=lambda_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    metadata={"partition_expr": "lambda_key"},
-    kinds={"pytorch", "duckdb"},
-    op_tags=GPU_OP_TAGS,
-    pool=GPU_POOL,
-    code_version="1",
-)
+@gpu_asset(group=GROUP, code_version="1", **by_lambda())
 def lora_checkpoints(
     context: AssetExecutionContext,
     config: LoraCheckpointsRunConfig,

@@ -9,10 +9,11 @@ from dagster import (
     MetadataValue,
     asset_check,
 )
-from dagster_duckdb import DuckDBResource
 
+from polydag.core.storage.duck import read_rows
 from polydag.core.storage.tables import markdown_table
 from polydag.defs.polychromic.assets import lora_checkpoints, reply_pairs
+from polydag.defs.storage.resources import PolydagStorage
 
 
 def _rows_result(bad: pl.DataFrame, what: str, severity: AssetCheckSeverity) -> AssetCheckResult:
@@ -61,17 +62,13 @@ def reply_pairs_no_prompt_leakage(reply_pairs: pl.DataFrame) -> AssetCheckResult
     "(a float-valued diversity term, the researchers' bug, has none).",
 )
 def lora_diversity_gradient_nonzero(
-    context: AssetCheckExecutionContext, duckdb: DuckDBResource
+    context: AssetCheckExecutionContext, storage: PolydagStorage
 ) -> AssetCheckResult:
     from polydag.core.polychromic.gradient_audit import zero_gradient_lambdas
 
     keys = list(context.partition_keys)
-    with duckdb.get_connection() as con:
-        log = con.execute(
-            "SELECT lambda_key, diversity_grad_share FROM training_log "
-            "WHERE lambda_key IN (SELECT unnest(?))",
-            [keys],
-        ).pl()
+    log = read_rows(storage.duckdb_path, "training_log", columns=["lambda_key", "diversity_grad_share"],
+                    lambda_key=keys)
     audit = zero_gradient_lambdas(log, keys)
     failing = audit.filter(~pl.col("ok"))
     return AssetCheckResult(

@@ -32,13 +32,13 @@ from polydag.core.step_importance.config import (
 )
 from polydag.core.storage.tables import markdown_table
 from polydag.defs.config import run_config
+from polydag.defs.decorators import gpu_asset
 from polydag.defs.metadata import table_output
 from polydag.defs.metadata import jsonable_metadata
 from polydag.defs.partitions import PROBLEM_PARTITIONS_NAME, problem_partitions
 from polydag.defs.preflight import training_preflight
 from polydag.defs.storage.costs import CostModel
 from polydag.defs.storage.resources import PolydagStorage
-from polydag.instance.constants import GPU_OP_TAGS, GPU_POOL
 
 GROUP = "step_importance"
 PROBLEMS_PER_RUN = int(os.environ.get("POLYDAG_PROBLEMS_PER_RUN", "200"))
@@ -84,7 +84,7 @@ def problems(context: AssetExecutionContext, config: ProblemsRunConfig) -> Outpu
     })
 
 
-@asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, op_tags=GPU_OP_TAGS, pool=GPU_POOL, code_version="1")
+@gpu_asset(group=GROUP, code_version="1")
 def codi_model(
     context: AssetExecutionContext,
     config: CodiModelRunConfig,
@@ -114,16 +114,8 @@ def codi_model(
                   metadata=jsonable_metadata({**row, **costs}))
 
 
-@asset(
-    group_name=GROUP,
-    partitions_def=problem_partitions,
-    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PROBLEMS_PER_RUN),
-    metadata={"partition_expr": "problem_id"},
-    kinds={"pytorch", "duckdb"},
-    op_tags=GPU_OP_TAGS,
-    pool=GPU_POOL,
-    code_version="1",
-)
+@gpu_asset(group=GROUP, code_version="1", partitions_def=problem_partitions, partition_column="problem_id",
+           backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PROBLEMS_PER_RUN))
 def step_importance(
     context: AssetExecutionContext,
     config: StepImportanceRunConfig,

@@ -2,11 +2,12 @@
 (``polydag.core.step_importance.audit`` says why and checks it)."""
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, MetadataValue, asset_check
-from dagster_duckdb import DuckDBResource
 
 from polydag.core.step_importance.audit import null_control_mismatches
+from polydag.core.storage.duck import read_rows
 from polydag.core.storage.tables import markdown_table
 from polydag.defs.step_importance.assets import step_importance
+from polydag.defs.storage.resources import PolydagStorage
 
 
 @asset_check(
@@ -16,15 +17,12 @@ from polydag.defs.step_importance.assets import step_importance
     "baseline answer on every problem.",
 )
 def null_control_matches_baseline(
-    context: AssetCheckExecutionContext, duckdb: DuckDBResource
+    context: AssetCheckExecutionContext, storage: PolydagStorage
 ) -> AssetCheckResult:
     keys = list(context.partition_keys)
-    with duckdb.get_connection() as con:
-        rows = con.execute(
-            "SELECT problem_id, protocol, scheme, answer_text FROM step_importance "
-            "WHERE scheme IN ('baseline', 'null') AND problem_id IN (SELECT unnest(?))",
-            [keys],
-        ).pl()
+    rows = read_rows(storage.duckdb_path, "step_importance",
+                     columns=["problem_id", "protocol", "scheme", "answer_text"],
+                     scheme=["baseline", "null"], problem_id=keys)
     bad = null_control_mismatches(rows)
     checked = rows["problem_id"].n_unique()
     return AssetCheckResult(
