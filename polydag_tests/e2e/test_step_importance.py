@@ -129,3 +129,49 @@ def test_summary_has_positions_difficulties_and_a_plot(swept):
     assert {"by_position", "by_difficulty"} <= set(summary["view"].unique())
     meta = result.asset_materializations_for_node("step_importance_summary")[0].metadata
     assert meta["plot"].value.startswith("![")
+
+
+@pytest.mark.parametrize("empty", ["schemes", "modes", "sites"])
+def test_an_empty_ablation_list_is_a_config_error_and_writes_no_cost_row(swept, empty):
+    pipe, _, _ = swept
+    costs_before = pipe.sql("SELECT count(*) FROM costs").item()
+    key = pipe.instance.get_dynamic_partitions("problem")[0]
+    result = pipe.run(["step_importance"], {"step_importance": {empty: []}}, partition_key=key,
+                      raise_on_error=False)
+    assert not result.success
+    error = str([e for e in result.all_events if e.is_step_failure][0].step_failure_data.error)
+    assert f"StepImportanceConfig: {empty} is empty" in error
+    assert pipe.sql("SELECT count(*) FROM costs").item() == costs_before
+
+
+def test_identical_problems_leave_the_sweep_fresh(swept):
+    """Re-materializing the same problem file reports the same data version: nothing downstream
+    of it is stale (content-based staleness, not event order)."""
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    pipe, config, _ = swept
+    assert pipe.run(["problems"], config).success
+    resolver = get_stale_status_resolver(pipe.instance, list(pipe.defs.assets))
+    assert resolver.get_status(AssetKey("codi_model")) == StaleStatus.FRESH
+    first = pipe.instance.get_dynamic_partitions("problem")[0]
+    assert resolver.get_status(AssetKey("step_importance"), first) == StaleStatus.FRESH
+
+
+def test_a_smaller_problem_set_keeps_old_rows_out_of_the_summary(swept, tmp_path):
+    """A changed problem file: problems no longer in it lose their partitions; their rows stay
+    in step_importance, are left out of the summary, and the summary's metadata says so."""
+    pipe, config, _ = swept
+    n_rows = pipe.sql("SELECT count(*) FROM step_importance").item()
+    smaller = write_problems(tmp_path / "fewer.jsonl", 20)
+    assert pipe.run(["problems"], dict(config, problems={"path": str(smaller)})).success
+    assert len(pipe.instance.get_dynamic_partitions("problem")) == 20
+    result = pipe.run(["step_importance_summary"])
+    assert result.success
+    meta = result.asset_materializations_for_node("step_importance_summary")[0].metadata
+    assert meta["n_problems"].value == 20
+    assert meta["n_excluded_problems"].value == N_PROBLEMS - 20
+    assert meta["n_excluded_rows"].value == n_rows * (N_PROBLEMS - 20) // N_PROBLEMS
+    assert pipe.sql("SELECT count(*) FROM step_importance").item() == n_rows  # kept for the record
+    baseline = pipe.sql("SELECT * FROM step_importance_summary WHERE view = 'baseline' AND difficulty = 'all'")
+    assert baseline["n_problems"].to_list() == [20]

@@ -62,6 +62,23 @@ def test_local_model_needing_remote_code_is_refused(tiny_base, tmp_path):
         resolve_local_base_model(copy)
 
 
+def test_a_model_whose_weights_are_not_finite_is_refused_naming_the_tensor(tiny_base, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    path, _ = tiny_base
+    copy = tmp_path / "nan"
+    shutil.copytree(path, copy)
+    weights = copy / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(k for k in state if k.endswith("mlp.down_proj.weight"))
+    state[name] = torch.full_like(state[name], float("inf"))
+    save_file(state, str(weights), metadata={"format": "pt"})
+    with pytest.raises(ModelPathError, match=r"1 tensor\(s\) with NaN or infinite values: .*down_proj"):
+        load_model_and_tokenizer(copy)
+
+
 def test_build_save_load_round_trip(tiny_base):
     path, info = tiny_base
     assert info.source == "built-in-pipeline" and info.device == "cpu"

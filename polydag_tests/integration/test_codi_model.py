@@ -194,6 +194,23 @@ def test_extra_or_missing_key_fails_naming_it(codi_checkpoint, tmp_path):
         load(plain, base)
 
 
+def test_weights_that_are_not_all_finite_are_refused_naming_the_tensors(codi_checkpoint, tmp_path):
+    _, ckpt, base = codi_checkpoint
+    state = torch.load(ckpt / "pytorch_model.bin", weights_only=True)
+    key = "prj.3.weight"
+    bad = tmp_path / "nan"
+    bad.mkdir()
+    torch.save({**state, key: torch.full_like(state[key], float("nan"))}, bad / "pytorch_model.bin")
+    with pytest.raises(CodiCheckpointError, match=r"1 tensor\(s\) with NaN or infinite values: prj\.3\.weight"):
+        load(bad, base)
+    all_nan = tmp_path / "all-nan"
+    all_nan.mkdir()
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()},
+               all_nan / "pytorch_model.bin")
+    with pytest.raises(CodiCheckpointError, match="NaN or infinite"):
+        load(all_nan, base)
+
+
 def test_clear_errors_for_missing_paths(codi_checkpoint, tmp_path):
     _, ckpt, base = codi_checkpoint
     with pytest.raises(FileNotFoundError, match="checkpoint directory not found"):

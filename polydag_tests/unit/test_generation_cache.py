@@ -24,3 +24,17 @@ def test_a_new_key_or_a_missing_row_samples_afresh():
 def test_nothing_stored_yet():
     assert not reuse_cached(None, "k1", 20)
     assert not reuse_cached(pl.DataFrame(), "k1", 20)
+
+
+def test_an_adapter_that_did_not_pass_its_gates_is_refused_before_any_work():
+    import pytest
+
+    from polydag.core.evaluation.config import GenerationConfig, QualityConfig
+    from polydag.core.evaluation.generation import generate_partition
+
+    prompts = pl.DataFrame({"prompt_id": ["p"], "prompt": ["hello"]})
+    row = {"lambda_key": "1.0", "adapter_sha256": "ab" * 32, "base_model_sha256": "cd" * 32,
+           "base_model_path": "/nonexistent", "adapter_dir": "/nonexistent", "diversity_weight": 1.0}
+    for gates in ({}, {"gates_passed": False}):
+        with pytest.raises(ValueError, match="has not passed its training gates"):
+            generate_partition({**row, **gates}, prompts, GenerationConfig(), QualityConfig(min_relevance=None))

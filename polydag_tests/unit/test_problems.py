@@ -162,3 +162,14 @@ def test_public_api_does_not_import_dagster_or_torch():
             "print(sorted(m for m in ('dagster', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_problems_that_are_not_utf8_name_the_line_and_a_bom_is_accepted(tmp_path):
+    record = {"question": "Tom has 2 apples and buys 3. How many?", "answer": "2+3=<<2+3=5>>5\n#### 5"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(json.dumps(record).encode() + b"\n" + '{"question": "caf\xe9"}'.encode("latin-1") + b"\n")
+    with pytest.raises(ProblemsFormatError, match="line 2.*not valid UTF-8"):
+        load_problems(bad)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(record).encode() + b"\n")
+    assert load_problems(bom)["answer"].to_list() == ["5"]

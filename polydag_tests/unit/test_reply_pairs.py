@@ -189,3 +189,36 @@ def test_shipped_dataset_is_valid_and_reproducible():
     check = subprocess.run([sys.executable, str(REPO / "data" / "make_reply_pairs.py"), "--check"],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+UTF8_ROWS = [{"prompt": "coffee or tea?", "reply": "coffee, always"}, {"prompt": "best pizza?", "reply": "margherita"}]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_line_that_is_not_utf8_names_file_and_line_and_can_be_skipped(tmp_path, suffix):
+    path = tmp_path / f"pairs{suffix}"
+    if suffix == ".jsonl":
+        lines = [json.dumps(UTF8_ROWS[0]).encode(), '{"prompt": "caf\xe9", "reply": "ok"}'.encode("latin-1"),
+                 json.dumps(UTF8_ROWS[1]).encode()]
+        bad_line = 2
+    else:
+        lines = [b"prompt,reply", b"coffee or tea?,coffee", "caf\xe9,latin-1 bytes".encode("latin-1"),
+                 b"best pizza?,margherita"]
+        bad_line = 3
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DatasetError, match=rf"pairs{suffix}, line {bad_line}: not valid UTF-8 \(byte 0xe9"):
+        load_reply_pairs(path)
+    frame, n_skipped = load_reply_pairs(path, skip_bad_rows=True)
+    assert n_skipped == 1 and frame.height == 2
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path, suffix):
+    path = tmp_path / f"bom{suffix}"
+    if suffix == ".jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in UTF8_ROWS)
+    else:
+        text = "prompt,reply\n" + "".join(f"{r['prompt']},{r['reply'].replace(',', '')}\n" for r in UTF8_ROWS)
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    frame, n_skipped = load_reply_pairs(path)
+    assert n_skipped == 0 and frame["prompt"].to_list() == [r["prompt"] for r in UTF8_ROWS]

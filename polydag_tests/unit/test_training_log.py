@@ -50,6 +50,7 @@ def test_discard_removes_a_failed_runs_rows(tmp_path):
     db = tmp_path / "r.duckdb"
     w = TrainingLogWriter(db, run_id="keep", lambda_key="0.0", diversity_weight=0.0)
     w(_row(0)); w.flush()
+    commit_runs(db, "keep", ["0.0"])  # the λ's official log
     w = TrainingLogWriter(db, run_id="failed", lambda_key="0.0", diversity_weight=0.0)
     w(_row(0)); w(_row(1)); w.flush()
     discard_run(db, "failed")
@@ -65,3 +66,37 @@ def test_missing_field_is_named(tmp_path):
     del row["combined_loss"]
     with pytest.raises(KeyError, match="combined_loss"):
         w(row)
+
+
+def test_a_dead_runs_rows_are_removed_when_the_next_run_of_that_lambda_starts(tmp_path):
+    db = tmp_path / "r.duckdb"
+    done = TrainingLogWriter(db, run_id="done", lambda_key="2.0", diversity_weight=2.0)
+    for step in (1, 2):
+        done(_row(step))
+    done.flush()
+    commit_runs(db, "done", ["2.0"])
+    dead = TrainingLogWriter(db, run_id="killed", lambda_key="2.0", diversity_weight=2.0)
+    dead(_row(1))
+    dead.flush()  # then SIGKILL: neither commit nor discard
+    other = TrainingLogWriter(db, run_id="other-lambda", lambda_key="1.0", diversity_weight=1.0)
+    other(_row(1))
+    other.flush()  # another λ's live run is not touched
+    assert sorted({r[1] for r in _rows(db)}) == ["done", "killed", "other-lambda"]
+    TrainingLogWriter(db, run_id="next", lambda_key="2.0", diversity_weight=2.0)
+    assert sorted({r[1] for r in _rows(db)}) == ["done", "other-lambda"]
+
+
+def test_a_table_from_before_the_committed_column_keeps_its_logs(tmp_path):
+    import duckdb
+
+    db = tmp_path / "r.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE SEQUENCE training_log_seq; CREATE TABLE training_log (seq BIGINT DEFAULT "
+                "nextval('training_log_seq'), run_id VARCHAR NOT NULL, lambda_key VARCHAR NOT NULL, "
+                "diversity_weight DOUBLE NOT NULL, step INTEGER NOT NULL, quality_loss DOUBLE, diversity_score "
+                "DOUBLE, diversity_loss DOUBLE, combined_loss DOUBLE, diversity_grad_share DOUBLE, learning_rate "
+                "DOUBLE, wall_time DOUBLE, logged_at TIMESTAMP DEFAULT current_timestamp)")
+    con.execute("INSERT INTO training_log (run_id, lambda_key, diversity_weight, step) VALUES ('old', '2.0', 2.0, 1)")
+    con.close()
+    TrainingLogWriter(db, run_id="next", lambda_key="2.0", diversity_weight=2.0)
+    assert [r[1] for r in _rows(db)] == ["old"]

@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
+from polydag.core.ops.hashing import refuse_nonfinite
 from polydag.core.ops.progress import progress
 from polydag.core.evaluation.config import GenerationConfig, QualityConfig
 from polydag.core.polychromic.sampling import (
@@ -164,6 +165,8 @@ def load_model_with_adapter(
         )
     model, tokenizer = load_model_and_tokenizer(base_model_dir, device=device, dtype=dtype)
     model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    refuse_nonfinite(((n, p) for n, p in model.named_parameters() if "lora_" in n), f"adapter {adapter_dir}",
+                     AdapterPathError)
     if merge:
         model = model.merge_and_unload()
     model.eval()
@@ -225,6 +228,12 @@ def generate_partition(
 
     logger = logger or _log
     key = checkpoint["lambda_key"]
+    if checkpoint.get("gates_passed") is not True:
+        raise ValueError(
+            f"λ={key}: the stored adapter has not passed its training gates (its lora_checkpoints row has "
+            f"gates_passed={checkpoint.get('gates_passed')!r}); re-materialize it first: dagster asset "
+            f"materialize -m polydag --select lora_checkpoints --partition {key}"
+        )
     device = resolve_device(gen_cfg.device)
     cache_key = generation_cache_key(
         checkpoint["adapter_sha256"],

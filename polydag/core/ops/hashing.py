@@ -37,3 +37,23 @@ def keyed_sha256(values: dict[str, str]) -> str:
         return next(iter(values.values()))
     lines = "".join(f"{key}:{value}\n" for key, value in sorted(values.items()))
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def nonfinite_tensors(named_tensors) -> list[str]:
+    """Names of the tensors of ``(name, tensor)`` pairs that hold a NaN or an infinity."""
+    import torch
+
+    bad = []
+    for name, tensor in named_tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad.append(name)
+    return bad
+
+
+def refuse_nonfinite(named_tensors, source: str, error=ValueError) -> None:
+    """Raise ``error`` naming the tensors of ``source`` that are not all finite."""
+    bad = nonfinite_tensors(named_tensors)
+    if bad:
+        shown = ", ".join(bad[:10]) + (f", … ({len(bad) - 10} more)" if len(bad) > 10 else "")
+        raise error(f"{source} has {len(bad)} tensor(s) with NaN or infinite values: {shown}; "
+                    "the weights are corrupt (or came from a diverged run) and are refused")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from polydag.core.ops.atomic_dir import atomic_output_dir
+from polydag.core.ops.hashing import refuse_nonfinite
 from polydag.core.ops.progress import progress
 from polydag.core.polychromic.config import BaseModelConfig
 from polydag.core.polychromic.prompting import format_prompt, format_reply
@@ -182,6 +183,7 @@ def load_model_and_tokenizer(model_dir: str | Path, *, device: str = "cpu", dtyp
         dtype=dtype or default_dtype(device),
     )
     model.to(device)
+    refuse_nonfinite(model.named_parameters(), f"model {model_dir}", ModelPathError)
     model.eval()
     return model, tokenizer
 

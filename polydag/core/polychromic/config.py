@@ -22,6 +22,7 @@ from polydag.core.polychromic.lambdas import lambda_value
 ARCHITECTURES = ("qwen3", "llama")
 DISTANCE_METRICS = ("semantic", "bleu", "distinct")
 OBJECTIVES = ("loo", "polychromic_set")
+MAX_ABS_LAMBDA = 1e4  # |λ| beyond this drowns the quality loss entirely; surely a typo
 
 
 @dataclass
@@ -74,7 +75,7 @@ class BaseModelConfig:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                      "num_kv_heads", "max_length", "pretrain_steps", "batch_size"):
             checks.integer(name, low=1)
-        checks.integer("vocab_size", low=260).number("learning_rate", low=0, low_open=True)
+        checks.integer("vocab_size", low=260).number("learning_rate", low=0, high=1, low_open=True)
         checks.need(not (is_int(self.hidden_size) and is_int(self.num_heads) and is_int(self.num_kv_heads))
                     or self.num_heads < 1 or self.num_kv_heads < 1
                     or (self.hidden_size % self.num_heads == 0 and self.num_heads % self.num_kv_heads == 0),
@@ -141,30 +142,38 @@ class PolychromicTrainConfig:
                                                "(the gradient is never formed).")
     device: str = setting("auto", help="auto (cuda if available), cpu or cuda. bfloat16 on CUDA, float32 on CPU.")
     progress_every_s: float = setting(5.0, help="Seconds between progress log lines.")
+    gate_eval_pairs: int = setting(64, help="Training pairs (the first ones) whose quality loss is measured on "
+                                   "the base before training and on the adapter after; the collapse gate "
+                                   "compares the two.")
+    gate_max_loss_ratio: float = setting(1.05, help="Collapse gate: the adapter's quality loss on those pairs "
+                                         "may be at most this times the base's (the diversity term may trade "
+                                         "a little cross-entropy; a collapsed or diverged model loses far more).")
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)
-        checks = Checks(self).number("diversity_weight")
+        # upper bounds: values beyond them are typos (1e9 for 1e-3) that overflow or diverge
+        checks = Checks(self).number("diversity_weight", low=-MAX_ABS_LAMBDA, high=MAX_ABS_LAMBDA)
         min_n = 3 if self.objective == "loo" else 2
         checks.need(is_int(self.n_generations) and self.n_generations >= min_n,
                     f"n_generations must be an integer >= {min_n} for objective={self.objective!r}, "
                     f"got {self.n_generations!r}")
         checks.integer("max_examples_for_diversity", low=1).integer("compute_diversity_every_n_steps", low=1)
         checks.choice("diversity_metric", DISTANCE_METRICS).choice("objective", OBJECTIVES)
-        checks.number("temperature", low=0, low_open=True).number("top_p", low=0, high=1, low_open=True)
+        checks.number("temperature", low=0, high=100, low_open=True).number("top_p", low=0, high=1, low_open=True)
         checks.integer("top_k", low=0).integer("max_new_tokens", low=1)
         if self.objective == "polychromic_set" and is_int(self.n_generations):
             checks.integer("polychromic_set_size", low=2, high=self.n_generations)
             checks.integer("polychromic_n_sets", low=1, optional=True)
-        checks.integer("lora_r", low=1).number("lora_alpha", low=0, low_open=True)
+        checks.integer("lora_r", low=1).number("lora_alpha", low=0, high=1e6, low_open=True)
         checks.number("lora_dropout", low=0, high=1, high_open=True)
         checks.need(len(self.target_modules) > 0 and all(isinstance(m, str) and m for m in self.target_modules),
                     f"target_modules must be a non-empty list of module names, got {self.target_modules!r}")
-        checks.number("learning_rate", low=0, low_open=True).number("weight_decay", low=0)
-        checks.number("max_grad_norm", low=0, low_open=True, optional=True)
+        checks.number("learning_rate", low=0, high=1, low_open=True).number("weight_decay", low=0, high=1)
+        checks.number("max_grad_norm", low=0, high=1e6, low_open=True, optional=True)
         checks.integer("max_steps", low=1).integer("batch_size", low=1).integer("max_length", low=4)
         checks.integer("seed").integer("diversity_seed")
         checks.need(isinstance(self.device, str), f"device must be a string, got {self.device!r}")
+        checks.integer("gate_eval_pairs", low=1).number("gate_max_loss_ratio", low=1)
         checks.done()
 
     @classmethod

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import polars as pl
 
+from polydag.core.ops.text_files import decoded_lines
+
 REQUIRED_FIELDS = ("prompt", "reply")
 SPLITS = ("train", "val", "test")
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
@@ -54,37 +56,49 @@ class _RawRow:
 
 def _read_jsonl(path: Path) -> list[_RawRow | DatasetError]:
     rows: list[_RawRow | DatasetError] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue  # blank lines are not rows (a trailing newline is common)
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                rows.append(DatasetError(path, f"line {lineno}", None, f"malformed JSON ({exc.msg} at column {exc.colno})"))
-                continue
-            rows.append(_RawRow(f"line {lineno}", lineno, record))
+    for lineno, line, problem in decoded_lines(path):
+        if problem is not None:
+            rows.append(DatasetError(path, f"line {lineno}", None, problem))
+            continue
+        if not line.strip():
+            continue  # blank lines are not rows (a trailing newline is common)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rows.append(DatasetError(path, f"line {lineno}", None, f"malformed JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        rows.append(_RawRow(f"line {lineno}", lineno, record))
     return rows
 
 
 def _read_csv(path: Path) -> list[_RawRow | DatasetError]:
-    rows: list[_RawRow | DatasetError] = []
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames
-        if header is None:
-            raise DatasetError(path, None, None, "empty CSV file (no header row)")
-        missing = [f for f in REQUIRED_FIELDS if f not in header]
-        if missing:
-            raise DatasetError(path, "line 1 (header)", missing[0], f"required column missing; header is {header}")
-        for record in reader:
-            lineno = reader.line_num  # line where this record ends (quoted newlines span lines)
-            if None in record:  # more cells than header columns
-                rows.append(DatasetError(path, f"line {lineno}", None, f"row has more cells than the {len(header)} header columns"))
-                continue
-            # DictReader fills cells missing at the end of a short row with None.
-            rows.append(_RawRow(f"line {lineno}", lineno, {k: v for k, v in record.items() if v is not None}))
-    return rows
+    found: list[tuple[int, _RawRow | DatasetError]] = []  # (file line, row), sorted at the end
+    text_lines: list[str] = []
+    file_line: list[int] = []  # the file line behind each line the CSV reader sees
+    for lineno, line, problem in decoded_lines(path):
+        if problem is not None:
+            found.append((lineno, DatasetError(path, f"line {lineno}", None, problem)))
+            continue
+        text_lines.append(line)
+        file_line.append(lineno)
+    if found and found[0][0] == 1:
+        raise found[0][1]  # the header itself is unreadable: nothing to skip to
+    reader = csv.DictReader(text_lines)
+    header = reader.fieldnames
+    if header is None:
+        raise DatasetError(path, None, None, "empty CSV file (no header row)")
+    missing = [f for f in REQUIRED_FIELDS if f not in header]
+    if missing:
+        raise DatasetError(path, "line 1 (header)", missing[0], f"required column missing; header is {header}")
+    for record in reader:
+        lineno = file_line[reader.line_num - 1]  # line where this record ends (quoted newlines span lines)
+        if None in record:  # more cells than header columns
+            found.append((lineno, DatasetError(
+                path, f"line {lineno}", None, f"row has more cells than the {len(header)} header columns")))
+            continue
+        # DictReader fills cells missing at the end of a short row with None.
+        found.append((lineno, _RawRow(f"line {lineno}", lineno, {k: v for k, v in record.items() if v is not None})))
+    return [row for _, row in sorted(found, key=lambda item: item[0])]
 
 
 def _read_parquet(path: Path) -> list[_RawRow | DatasetError]:

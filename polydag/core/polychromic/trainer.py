@@ -110,6 +110,9 @@ class TrainResult:
     n_diversity_steps: int
     diversity_weight: float = 0.0
     grad_shares: list[float] = field(default_factory=list)  # one per diversity step
+    base_eval_loss: float | None = None  # quality loss of the base on the gate pairs
+    eval_loss: float | None = None  # quality loss of the trained adapter on the same pairs
+    vocab_size: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +151,25 @@ def _quality_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int, 
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
     )
+
+
+def _eval_loss(model, examples, batch_size: int, pad_id: int, device) -> float:
+    """Mean reply cross-entropy over ``examples`` in eval mode (no dropout, no RNG use)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total = weight = 0.0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(examples), batch_size):
+                batch = examples[start:start + batch_size]
+                n_tokens = sum(len(r) for _, r in batch)
+                total += float(_quality_loss(model, batch, pad_id, device)) * n_tokens
+                weight += n_tokens
+    finally:
+        model.train(was_training)
+    return total / weight
 
 
 def _rng_devices(device: str) -> list[int]:
@@ -281,12 +303,19 @@ class _Training:
             target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
         ))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # LoRA starts as the identity (B = 0), so this is the base model's loss (gates.py)
+        self.gate_examples = self.examples[: cfg.gate_eval_pairs]
+        self.base_eval_loss = self.eval_loss()
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         logger.info("training LoRA λ=%s on %s: %d trainable params, %d pairs, %d steps, objective=%s, metric=%s",
                     self.lam, self.device, sum(p.numel() for p in self.params), len(self.examples),
                     cfg.max_steps, cfg.objective, cfg.diversity_metric)
         self.order_rng = random.Random(cfg.seed)
         self.order: list[int] = []
+
+    def eval_loss(self) -> float:
+        return _eval_loss(self.model, self.gate_examples, self.cfg.batch_size, self.tokenizer.pad_token_id,
+                          self.device)
 
     def next_batch(self) -> list[int]:
         if len(self.order) < self.cfg.batch_size:
@@ -461,6 +490,9 @@ def train_lora_adapter(
         n_diversity_steps=len(grad_shares),
         diversity_weight=run.lam,
         grad_shares=grad_shares,
+        base_eval_loss=run.base_eval_loss,
+        eval_loss=run.eval_loss(),
+        vocab_size=len(run.tokenizer),
     )
     with atomic_output_dir(out_dir) as tmp:
         run.model.save_pretrained(str(tmp))
@@ -497,10 +529,15 @@ def train_partitions(
     """Train every λ of ``cfgs`` (λ key -> config) from the base model of ``base_row``.
 
     Each λ's adapter goes to ``adapter_dir(key)``; its steps are logged live to the
-    ``training_log`` table of ``db_path`` under ``run_id``. The run's log rows replace the
-    older logs of these λ only when every λ succeeded; on any failure they are removed.
-    Returns one ``lora_checkpoints`` row per λ.
+    ``training_log`` table of ``db_path`` under ``run_id``. Every adapter must pass its gates
+    (:mod:`polydag.core.polychromic.gates`) before anything is kept: the run's log rows
+    replace the older logs of these λ only when every λ trained and passed; on any failure
+    they are removed, and so are this run's adapter directories, so the stored adapters, rows
+    and logs stay exactly as they were. Returns one ``lora_checkpoints`` row per λ.
     """
+    import shutil
+
+    from polydag.core.polychromic.gates import TrainingGateError, adapter_gates, gates_record
     from polydag.core.storage import training_log
 
     logger = logger or _log
@@ -513,9 +550,17 @@ def train_partitions(
             result = train_lora_adapter(base_row["path"], train_pairs, cfg, adapter_dir(key), log_fn=writer,
                                         logger=logger)
             writer.flush()
-            rows.append(checkpoint_row(key, cfg, result, base_row))
+            gates = adapter_gates(result, vocab_size=result.vocab_size, max_loss_ratio=cfg.gate_max_loss_ratio)
+            failed = [g for g in gates if not g.passed]
+            if failed:
+                raise TrainingGateError(key, failed)
+            logger.info("λ=%s passed its gates: %s", key, "; ".join(g.detail for g in gates))
+            rows.append({**checkpoint_row(key, cfg, result, base_row), "gates_passed": True,
+                         "gates": json.dumps(gates_record(gates))})
     except BaseException:
         training_log.discard_run(db_path, run_id)
+        for key in cfgs:
+            shutil.rmtree(adapter_dir(key), ignore_errors=True)  # never referenced by a stored row
         raise
     training_log.commit_runs(db_path, run_id, list(cfgs))
     return rows

@@ -32,6 +32,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from polydag.core.ops.hashing import refuse_nonfinite
 from polydag.core.step_importance.config import LLAMA_TARGET_MODULES
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -308,6 +309,7 @@ def load_codi_checkpoint(
     )
     state = read_codi_state_dict(ckpt_dir)
     check_state_dict_keys(model, state, str(weights))
+    refuse_nonfinite(state.items(), str(weights), CodiCheckpointError)
     # strict=False only for the tolerated tied head; every other key was checked above.
     model.load_state_dict(state, strict=False)
     if getattr(model.causal_lm.config, "tie_word_embeddings", False):

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import polars as pl
 
+from polydag.core.ops.text_files import read_utf8
+
 ANNOTATION_RE = re.compile(r"<<[^<>]*>>")
 NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 DIFFICULTY_BUCKETS = ("<=2", "3", "4", "5+")
@@ -175,7 +177,10 @@ def _parse_record(record, path: Path, where: str, *, jsonl: bool) -> dict:
 
 def _read_records(path: Path) -> list[tuple[str, dict, bool]]:
     """(location, record, is_jsonl) for every record of a JSONL file or a JSON list."""
-    text = path.read_text(encoding="utf-8")
+    text, problem = read_utf8(path)
+    if problem is not None:
+        where, _, message = problem.partition(": ")
+        raise ProblemsFormatError(path, where, message)
     stripped = text.lstrip()
     if path.suffix == ".json" or stripped.startswith("["):
         try:

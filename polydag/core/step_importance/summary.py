@@ -97,6 +97,18 @@ def _validate(rows: pl.DataFrame, problems: pl.DataFrame) -> None:
         raise ValueError("no step-importance rows to summarize")
 
 
+def rows_of_current_problems(rows: pl.DataFrame, problems: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """The rows whose problem is in ``problems``, and the ids of the problems left out.
+
+    A problem set that changed (a new file, fewer problems) leaves rows of problems it no
+    longer has; they are kept in ``step_importance`` for the record but never summarized next
+    to the current set (they have no difficulty in it, and the set's meaning changed).
+    """
+    current = set(problems["problem_id"].to_list())
+    stale = sorted(set(rows["problem_id"].unique().to_list()) - current)
+    return rows.filter(pl.col("problem_id").is_in(list(current))), stale
+
+
 def _counts(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Importance and flip-rate counts per group, with Wilson intervals and continuous metrics."""
     aggs = [

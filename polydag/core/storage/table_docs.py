@@ -54,6 +54,11 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "base_model_path": "base model the adapter was trained from",
         "base_model_sha256": "weights_sha256 of that base model",
         "train_config": "JSON of the full training config",
+        "base_eval_loss": "quality loss of the base model on the gate pairs, before training",
+        "eval_loss": "quality loss of the trained adapter on the same pairs",
+        "vocab_size": "tokenizer vocabulary (ln of it is a uniform model's loss)",
+        "gates_passed": "the adapter passed every training gate before it was stored (always true here)",
+        "gates": "JSON list of the gates: finite, not_collapsed, diversity_gradient, each with its numbers",
     },
     "training_log": {
         "seq": "strictly increasing sequence number (a sensor's cursor)",
@@ -69,6 +74,8 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "learning_rate": "learning rate of the step",
         "wall_time": "seconds since training started",
         "logged_at": "when the row was written",
+        "committed": "the run succeeded and this is the λ's official log (false while it runs; a dead "
+                     "run's rows are removed when the next run of that λ starts)",
     },
     "generations": {
         **_LAMBDA,

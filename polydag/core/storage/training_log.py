@@ -4,10 +4,11 @@ Rows are buffered and flushed every few seconds through a short-lived connection
 or a ``polydag sql`` reader in another process can watch training as it happens. ``seq`` is a
 strictly increasing sequence value (a sensor's cursor; rowid is not stable across deletes).
 
-A run's rows become the λ's official log only when the whole run succeeds (``commit``): then
-the rows of that λ from earlier runs are removed. A failed run removes its own rows
-(``discard``), so the table never holds a half-written log next to a checkpoint it does not
-describe.
+A run's rows become the λ's official log only when the whole run succeeds (``commit``, which
+marks them ``committed``): then the rows of that λ from earlier runs are removed. A failed run
+removes its own rows (``discard``). A run that died without either (SIGKILL, OOM, power loss)
+leaves uncommitted rows; the next run of that λ removes them when it starts, so the table
+never holds a half-written log next to a checkpoint it does not describe.
 """
 
 from __future__ import annotations
@@ -44,9 +45,21 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     diversity_grad_share DOUBLE,
     learning_rate DOUBLE,
     wall_time DOUBLE,
-    logged_at TIMESTAMP DEFAULT current_timestamp
+    logged_at TIMESTAMP DEFAULT current_timestamp,
+    committed BOOLEAN NOT NULL DEFAULT false
 );
 """
+
+
+def _ensure_table(con) -> None:
+    con.execute(_DDL)
+    columns = {row[0] for row in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [TABLE]).fetchall()}
+    if "committed" not in columns:
+        # a table from before the column: every row in it was a committed log (failed runs
+        # always removed theirs)
+        con.execute(f"ALTER TABLE {TABLE} ADD COLUMN committed BOOLEAN DEFAULT false")
+        con.execute(f"UPDATE {TABLE} SET committed = true")
 
 
 def _plain(value):
@@ -76,7 +89,10 @@ class TrainingLogWriter:
         self._buffer: list[tuple] = []
         self._last_flush = time.monotonic()
         with connect(self.db_path) as con:
-            con.execute(_DDL)
+            _ensure_table(con)
+            # rows a dead run of this λ left behind (it neither committed nor discarded them)
+            con.execute(f"DELETE FROM {TABLE} WHERE lambda_key = ? AND NOT committed AND run_id <> ?",
+                        [lambda_key, run_id])
 
     def __call__(self, row: dict) -> None:
         missing = [f for f in LOG_FIELDS if f not in row]
@@ -108,17 +124,21 @@ class TrainingLogWriter:
 def commit_runs(db_path: str | Path, run_id: str, lambda_keys: list[str]) -> None:
     """Make ``run_id``'s rows the log of ``lambda_keys``: drop those λ's rows from other runs."""
     with connect(db_path) as con:
-        con.execute(_DDL)
+        _ensure_table(con)
+        con.execute("BEGIN TRANSACTION")
         con.execute(
             f"DELETE FROM {TABLE} WHERE run_id <> ? AND lambda_key IN (SELECT unnest(?))",
             [run_id, list(lambda_keys)],
         )
+        con.execute(f"UPDATE {TABLE} SET committed = true WHERE run_id = ? AND lambda_key IN (SELECT unnest(?))",
+                    [run_id, list(lambda_keys)])
+        con.execute("COMMIT")
 
 
 def discard_run(db_path: str | Path, run_id: str) -> None:
     """Remove every row a failed run wrote."""
     with connect(db_path) as con:
-        con.execute(_DDL)
+        _ensure_table(con)
         con.execute(f"DELETE FROM {TABLE} WHERE run_id = ?", [run_id])
 
 

@@ -30,6 +30,7 @@ from polydag.core.step_importance.config import (
     ProblemsConfig,
     StepImportanceConfig,
 )
+from polydag.core.storage.duck import read_rows
 from polydag.core.storage.tables import markdown_table
 from polydag.defs.config import run_config
 from polydag.defs.decorators import gpu_asset
@@ -70,16 +71,24 @@ def problems(context: AssetExecutionContext, config: ProblemsRunConfig) -> Outpu
     cfg = config.spec()
     source = Path(cfg.path) if cfg.path else paths.shipped_file("gsm8k_synthetic.jsonl")
     table = load_problems(source)
-    known = set(context.instance.get_dynamic_partitions(PROBLEM_PARTITIONS_NAME))
-    new_ids = [pid for pid in table["problem_id"].to_list() if pid not in known]
+    known = list(context.instance.get_dynamic_partitions(PROBLEM_PARTITIONS_NAME))
+    ids = set(table["problem_id"].to_list())
+    new_ids = [pid for pid in table["problem_id"].to_list() if pid not in set(known)]
+    gone = [pid for pid in known if pid not in ids]
     if new_ids:
         context.instance.add_dynamic_partitions(PROBLEM_PARTITIONS_NAME, new_ids)
+    for pid in gone:  # nothing can run them any more; their stored rows stay, outside the summary
+        context.instance.delete_dynamic_partition(PROBLEM_PARTITIONS_NAME, pid)
+    if gone:
+        context.log.warning(f"{len(gone)} registered problems are not in {source} any more; their partitions "
+                            "are removed (their step_importance rows stay, left out of the summary)")
     by_difficulty = table.group_by("difficulty").len().sort("difficulty")
     return table_output(table, {
         "source": str(source),
         "source_sha256": file_sha256(source),
         "n_problems": table.height,
         "n_new_partitions": len(new_ids),
+        "n_removed_partitions": len(gone),
         "by_difficulty": MetadataValue.md(markdown_table(by_difficulty)),
     })
 
@@ -155,13 +164,28 @@ def step_importance_summary(
 ) -> Output[pl.DataFrame]:
     """Importance by position and variant (Wilson 95% CIs), by difficulty, early vs late, a
     trend test across positions, and the baseline accuracy; one long table."""
-    from polydag.core.step_importance.summary import plot_importance, summarize_step_importance
+    from polydag.core.step_importance.summary import (
+        plot_importance,
+        rows_of_current_problems,
+        summarize_step_importance,
+    )
 
-    if step_importance.is_empty():
+    # The IO manager loads the registered partitions only; rows of problems whose partitions
+    # a changed problem set removed are still stored, so they are counted from the table.
+    stored = read_rows(storage.duckdb_path, "step_importance", columns=["problem_id"])
+    rows, _ = rows_of_current_problems(step_importance, problems)
+    kept_stored, excluded = rows_of_current_problems(stored, problems)
+    n_excluded_rows = stored.height - kept_stored.height
+    if rows.is_empty():
         raise ValueError(
-            "no step_importance rows yet; run a sweep first: polydag sweep step-importance"
+            "no step_importance rows for the current problems yet; run a sweep first: "
+            "polydag sweep step-importance"
+            + (f" ({len(excluded)} problems with rows are no longer in the problems table)" if excluded else "")
         )
-    parts = summarize_step_importance(step_importance, problems)
+    if excluded:
+        context.log.warning(f"{len(excluded)} problems with step_importance rows are no longer in the problems "
+                            f"table (e.g. {excluded[:3]}); their rows are kept but left out of the summary")
+    parts = summarize_step_importance(rows, problems)
     table = pl.concat(
         [frame.with_columns(view=pl.lit(name)) for name, frame in parts.items()],
         how="diagonal_relaxed",
@@ -170,7 +194,12 @@ def step_importance_summary(
     plot_importance(parts["by_difficulty"], plot_path)
     encoded = base64.b64encode(Path(plot_path).read_bytes()).decode()
     return table_output(table, {
-        "n_problems": step_importance["problem_id"].n_unique(),
+        "n_problems": rows["problem_id"].n_unique(),
+        "n_excluded_problems": len(excluded),
+        "n_excluded_rows": n_excluded_rows,
+        "excluded_problems": MetadataValue.json(excluded[:100]),
+        "excluded_rows_policy": "rows of problems no longer in the problems table are kept in step_importance "
+                                "and left out of this summary",
         **{name: MetadataValue.md(markdown_table(frame)) for name, frame in parts.items()},
         "plot": MetadataValue.md(f"![importance by position](data:image/png;base64,{encoded})"),
     })
