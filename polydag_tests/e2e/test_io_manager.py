@@ -125,3 +125,42 @@ def test_load_input_does_not_use_removed_arrow_method(tmp_path):
                                              TableSlice(table="t", schema="main"),
                                              _Duckdb2Connection(con))
     con.close()
+
+
+def test_a_column_added_to_a_partitioned_asset_keeps_the_other_partitions(tmp_path):
+    """Old code wrote partition 0.0; new code adds a column and writes 1.0. Upstream inserted
+    by position and failed; here the column is added (NULL for 0.0) and rows go in by name."""
+    @asset(partitions_def=parts, metadata={"partition_expr": "lambda_key"}, name="samples")
+    def old(context: AssetExecutionContext) -> pl.DataFrame:
+        return pl.DataFrame({"lambda_key": [context.partition_key], "value": [1.0]})
+
+    @asset(partitions_def=parts, metadata={"partition_expr": "lambda_key"}, name="samples")
+    def new(context: AssetExecutionContext) -> pl.DataFrame:
+        return pl.DataFrame({"gate": [True], "lambda_key": [context.partition_key], "value": [2.0]})
+
+    io = _io(tmp_path)
+    with DagsterInstance.ephemeral() as instance:
+        assert materialize([old], partition_key="0.0", resources={"io_manager": io}, instance=instance).success
+        assert materialize([new], partition_key="1.0", resources={"io_manager": io}, instance=instance).success
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    rows = con.execute("SELECT lambda_key, value, gate FROM samples ORDER BY lambda_key").fetchall()
+    con.close()
+    assert rows == [("0.0", 1.0, None), ("1.0", 2.0, True)]
+
+
+def test_an_unpartitioned_asset_whose_columns_changed_is_replaced_whole(tmp_path):
+    @asset(name="summary")
+    def old() -> pl.DataFrame:
+        return pl.DataFrame({"a": [1], "b": ["x"]})
+
+    @asset(name="summary")
+    def new() -> pl.DataFrame:
+        return pl.DataFrame({"a": [2], "c": [0.5]})
+
+    io = _io(tmp_path)
+    with DagsterInstance.ephemeral() as instance:
+        assert materialize([old], resources={"io_manager": io}, instance=instance).success
+        assert materialize([new], resources={"io_manager": io}, instance=instance).success
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    assert con.execute("SELECT * FROM summary").fetchall() == [(2, 0.5)]
+    con.close()

@@ -1,6 +1,6 @@
 """The DuckDB IO manager every table asset is stored through.
 
-It is dagster-duckdb-polars' IO manager with two changes, each for a failure we must not have:
+It is dagster-duckdb-polars' IO manager with these changes, each for a failure we must not have:
 
 * **Atomic partition replace.** Upstream deletes a partition's rows and then inserts the new
   ones in autocommit mode, so a failed insert (a changed column, a crash) leaves the partition
@@ -9,6 +9,9 @@ It is dagster-duckdb-polars' IO manager with two changes, each for a failure we 
 * **Patient connections.** Upstream gives up after ~11 connect attempts (~100 s) while another
   process holds the file; a busy reader loop could starve a run's final write. Connections go
   through ``polydag.core.storage.duck.connect``, which keeps retrying with jitter for minutes.
+* **Schema changes keep old partitions.** Upstream inserts by column position, so a column
+  added to an asset (a new metric, a new gate) made every later write of a partitioned table
+  fail. Here new columns are added to the stored table and rows are inserted by name.
 * **Loading across duckdb versions.** dagster-duckdb-polars 0.29 loads with
   ``DuckDBPyConnection.arrow()``, which duckdb 2.0 removed. We load with ``.pl()``, which both
   duckdb 1.x and 2.x provide. (``pyproject.toml`` still pins duckdb<2 because other parts of
@@ -59,7 +62,28 @@ class PolarsTypeHandler(DuckDBPolarsTypeHandler):
                 f"asset {context.asset_key.to_user_string()} produced no rows; refusing to store "
                 "an empty table"
             )
-        return super().handle_output(context, table_slice, obj, connection)
+        table = f"{table_slice.schema}.{table_slice.table}"
+        obj_arrow = obj.to_arrow()  # noqa: F841 -- DuckDB reads the local variable by name
+        connection.execute(f"create schema if not exists {table_slice.schema}")
+        existing = connection.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            [table_slice.schema, table_slice.table]).fetchall()
+        if existing and not table_slice.partition_dimensions:
+            # an unpartitioned asset replaces its whole table: the new output defines it
+            connection.execute(f"DROP TABLE {table}")
+            existing = []
+        if not existing:
+            connection.execute(f"CREATE TABLE {table} AS SELECT * FROM obj_arrow")
+        else:
+            # Other partitions' rows stay: a column the code added since they were written is
+            # added (NULL for them), one it dropped is NULL in the new rows. Upstream inserts
+            # by position, which fails on any schema change.
+            have = {row[0] for row in existing}
+            for name, dtype, *_ in connection.execute("DESCRIBE SELECT * FROM obj_arrow").fetchall():
+                if name not in have:
+                    connection.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {dtype}')
+            connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM obj_arrow")
+        context.add_output_metadata({"row_count": obj.height})
 
     def load_input(self, context: InputContext, table_slice: TableSlice, connection):
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
