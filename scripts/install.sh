@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs polydag and its dependencies into the current Python environment.
-# torch: an already-installed torch >= 2.4 (CUDA or CPU) is reused; otherwise the CPU wheel
+# torch: an already-installed torch >= 2.6 (CUDA or CPU) is reused; otherwise the CPU wheel
 # torch==2.13.0 is installed first, so pip never pulls gigabytes of CUDA wheels on a CPU box.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +9,10 @@ PY="${PYTHON:-python3}"
 if ! "$PY" - <<'PY' 2>/dev/null
 import sys, torch
 major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-sys.exit(0 if (major, minor) >= (2, 4) else 1)
+sys.exit(0 if (major, minor) >= (2, 6) else 1)
 PY
 then
-  echo "[install] no torch >= 2.4 found: installing the CPU wheel torch==2.13.0"
+  echo "[install] no torch >= 2.6 found: installing the CPU wheel torch==2.13.0"
   "$PY" -m pip install --quiet torch==2.13.0
 fi
 
