@@ -200,7 +200,7 @@ def test_sweep_estimate_adds_up():
     from polydag.core.polychromic.trainer import PolychromicTrainConfig
 
     base = BaseModelConfig.tiny_for_tests(pretrain_steps=10)
-    train = PolychromicTrainConfig(max_steps=6, batch_size=4, max_length=32, n_generations=3,
+    train = PolychromicTrainConfig(max_steps=6, per_device_train_batch_size=4, max_length=32, n_generations=3,
                                    max_examples_for_diversity=2, max_new_tokens=4,
                                    compute_diversity_every_n_steps=3)
     gen = GenerationConfig(n_samples=3, max_new_tokens=4, prompt_batch_size=4)

@@ -28,7 +28,7 @@ PAIRS = [
 
 CFG = PolychromicTrainConfig(
     diversity_weight=1.0, n_generations=3, max_examples_for_diversity=2, compute_diversity_every_n_steps=2,
-    diversity_metric="distinct", max_new_tokens=10, max_steps=6, batch_size=4, max_length=48,
+    diversity_metric="distinct", max_new_tokens=10, max_steps=6, per_device_train_batch_size=4, max_length=48,
     learning_rate=5e-3, lora_r=4, lora_alpha=8, device="cpu",
 )
 

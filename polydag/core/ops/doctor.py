@@ -393,7 +393,7 @@ def estimate_sweep_time(
     div_rows = train_cfg.max_examples_for_diversity * train_cfg.n_generations
     t = {
         "fb_pretrain": _median_seconds(fb(base_cfg.batch_size, base_cfg.max_length), repeats),
-        "fb_train": _median_seconds(fb(train_cfg.batch_size, train_cfg.max_length), repeats),
+        "fb_train": _median_seconds(fb(train_cfg.per_device_train_batch_size, train_cfg.max_length), repeats),
         "fb_diversity": _median_seconds(fb(div_rows, prompt_len + train_cfg.max_new_tokens), repeats),
     }
     model.eval()

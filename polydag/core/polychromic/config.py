@@ -22,6 +22,7 @@ from polydag.core.polychromic.lambdas import lambda_value
 ARCHITECTURES = ("qwen3", "llama")
 DISTANCE_METRICS = ("semantic", "bleu", "distinct")
 OBJECTIVES = ("loo", "polychromic_set")
+TRACKERS = ("wandb", "mlflow", "tensorboard")
 MAX_ABS_LAMBDA = 1e4  # |λ| beyond this drowns the quality loss entirely; surely a typo
 
 
@@ -127,12 +128,45 @@ class PolychromicTrainConfig:
     target_modules: tuple[str, ...] = setting(("q_proj", "k_proj", "v_proj", "o_proj"),
                                               help="Modules that get LoRA: the attention projections of LLaMA "
                                               "and Qwen3 (tiny or 8B alike).")
-    learning_rate: float = setting(2e-3, help="AdamW learning rate (constant) of the LoRA parameters.")
+    # The fields below are transformers.TrainingArguments' own names and meanings: training runs
+    # on transformers.Trainer (polydag.core.polychromic.hf_trainer).
+    learning_rate: float = setting(2e-3, help="Peak learning rate of the LoRA parameters.")
+    lr_scheduler_type: str = setting("constant", help="transformers scheduler: constant, linear, cosine, "
+                                     "constant_with_warmup, cosine_with_restarts, polynomial ...")
+    warmup_ratio: float = setting(0.0, help="Share of the steps spent warming the learning rate up.")
+    optim: str = setting("adamw_torch", help="transformers optimizer name (adamw_torch, adamw_torch_fused, "
+                         "paged_adamw_8bit with bitsandbytes on CUDA ...).")
     weight_decay: float = setting(0.0, help="AdamW weight decay of the LoRA parameters.")
     max_grad_norm: float | None = setting(1.0, help="Clip the combined gradient to this norm (empty: no "
                                           "clipping); the gradient audit uses unclipped norms.")
-    max_steps: int = setting(120, help="Optimizer steps (~35 s for the default tiny base on one CPU core).")
-    batch_size: int = setting(16, help="Gold (prompt, reply) pairs per step.")
+    max_steps: int = setting(120, help="Optimizer steps (~35 s for the default tiny base on one CPU core); "
+                             "-1 trains num_train_epochs epochs instead.")
+    num_train_epochs: float = setting(1.0, help="Epochs over the training pairs when max_steps is -1.")
+    per_device_train_batch_size: int = setting(16, help="Gold (prompt, reply) pairs per micro-batch and "
+                                               "process.")
+    gradient_accumulation_steps: int = setting(1, help="Micro-batches summed into one optimizer step.")
+    gradient_checkpointing: bool = setting(False, help="Recompute activations in the backward pass (the "
+                                           "researchers' Qwen3-8B runs need it).")
+    bf16: bool | None = setting(None, help="bfloat16 mixed precision; empty: on CUDA, off on the CPU.")
+    fp16: bool = setting(False, help="float16 mixed precision (CUDA only).")
+    save_steps: int = setting(50, help="Checkpoint (adapter, optimizer, scheduler, RNG, data position) every "
+                              "this many steps, so a crashed run resumes; 0 saves none.")
+    save_total_limit: int | None = setting(2, help="Keep at most this many checkpoints (empty: all).")
+    eval_strategy: str = setting("no", help="no | steps | epoch: quality loss on the validation pairs.")
+    eval_steps: int | None = setting(None, help="Steps between evaluations (eval_strategy=steps).")
+    per_device_eval_batch_size: int = setting(16, help="Pairs per evaluation batch.")
+    early_stopping_patience: int | None = setting(None, help="Stop after this many evaluations without "
+                                                  "improvement (empty: never; needs evaluation).")
+    early_stopping_threshold: float = setting(0.0, help="Smallest improvement of the metric that counts.")
+    load_best_model_at_end: bool = setting(False, help="Keep the best checkpoint's adapter, not the last "
+                                           "(needs eval_strategy equal to the save schedule).")
+    metric_for_best_model: str = setting("eval_loss", help="Metric that picks the best checkpoint.")
+    greater_is_better: bool = setting(False, help="Whether a larger metric_for_best_model is better.")
+    report_to: tuple[str, ...] = setting((), help="Experiment trackers: wandb (offline unless WANDB_MODE "
+                                         "says otherwise), mlflow (local ./mlruns store unless "
+                                         "MLFLOW_TRACKING_URI is set), tensorboard.")
+    run_name: str | None = setting(None, help="Tracker run name (empty: lora-λ<key>).")
+    logging_steps: int = setting(1, help="Steps between tracker log records (training_log gets every step).")
     max_length: int = setting(96, help="Longest prompt + reply in tokens; longer pairs lose reply tail / "
                               "prompt head.")
     seed: int = setting(0, help="Seeds the data order, the LoRA init and LoRA dropout; the same for every λ.")
@@ -170,7 +204,22 @@ class PolychromicTrainConfig:
                     f"target_modules must be a non-empty list of module names, got {self.target_modules!r}")
         checks.number("learning_rate", low=0, high=1, low_open=True).number("weight_decay", low=0, high=1)
         checks.number("max_grad_norm", low=0, high=1e6, low_open=True, optional=True)
-        checks.integer("max_steps", low=1).integer("batch_size", low=1).integer("max_length", low=4)
+        checks.need(is_int(self.max_steps) and (self.max_steps >= 1 or self.max_steps == -1),
+                    f"max_steps must be an integer >= 1, or -1 for num_train_epochs, got {self.max_steps!r}",
+                    field="max_steps")
+        checks.number("num_train_epochs", low=0, high=1e4, low_open=True).number("warmup_ratio", low=0, high=1, high_open=True)
+        checks.integer("per_device_train_batch_size", low=1).integer("gradient_accumulation_steps", low=1)
+        checks.integer("per_device_eval_batch_size", low=1).integer("max_length", low=4)
+        checks.integer("save_steps", low=0).integer("save_total_limit", low=1, optional=True)
+        checks.choice("eval_strategy", ("no", "steps", "epoch")).integer("eval_steps", low=1, optional=True)
+        checks.integer("early_stopping_patience", low=1, optional=True).integer("logging_steps", low=1)
+        checks.need(self.early_stopping_patience is None or self.eval_strategy != "no",
+                    "early_stopping_patience needs evaluation: set eval_strategy to steps or epoch",
+                    field="early_stopping_patience")
+        checks.need(not (self.bf16 and self.fp16), "bf16 and fp16 are exclusive", field="fp16")
+        self.report_to = tuple(self.report_to)
+        unknown = sorted(set(self.report_to) - set(TRACKERS))
+        checks.need(not unknown, f"unknown tracker(s) {unknown}; use {TRACKERS}", field="report_to")
         checks.integer("seed").integer("diversity_seed")
         checks.need(isinstance(self.device, str), f"device must be a string, got {self.device!r}")
         checks.integer("gate_eval_pairs", low=1).number("gate_max_loss_ratio", low=1)

@@ -10,9 +10,13 @@ Every step (see :mod:`polydag.core.polychromic.objective` for the formulas):
    ``mean_t log π_T`` of the samples WITH grad and form ``L_div = −λ (1/P) Σ A_i ℓ_i``.
 3. Gradient audit: ``g_quality = ∂L_quality/∂θ`` and ``g_div = ∂L_div/∂θ`` are computed
    separately over the trainable LoRA parameters; ``diversity_grad_share = ‖g_div‖ /
-   (‖g_quality‖ + ‖g_div‖)`` is logged; ``θ.grad = g_quality + g_div``; AdamW steps.
+   (‖g_quality‖ + ‖g_div‖)`` is logged; ``θ.grad += g_quality + g_div``; the optimizer steps.
 
-Reproducibility. Same base, same data order (``random.Random(seed)``), same LoRA init
+The loop is ``transformers.Trainer`` (:mod:`polydag.core.polychromic.hf_trainer`): schedules,
+accumulation, mixed precision, gradient checkpointing, evaluation and early stopping,
+checkpoints and resume, trackers and multi-process training come from it.
+
+Reproducibility. Same base, same data order (the Trainer's sampler seeded with ``seed``), same LoRA init
 (``torch.manual_seed(seed)``) for every λ, so partitions differ only by λ. The diversity
 sampling and the log-prob recomputation run under ``torch.random.fork_rng`` seeded from
 ``(diversity_seed, step)``, so they never consume the main RNG stream (which drives LoRA
@@ -32,7 +36,7 @@ from polydag.core.ops.hashing import file_sha256
 import json
 import logging
 import math
-import random
+import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,11 +44,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from polydag.core.ops.atomic_dir import atomic_output_dir
-from polydag.core.ops.progress import progress
 from polydag.core.polychromic.base_model import encode_prompt, encode_reply, load_model_and_tokenizer, resolve_device
 from polydag.core.polychromic.config import PolychromicTrainConfig
 from polydag.core.polychromic.objective import (
-    diversity_grad_share,
     diversity_surrogate_loss,
     loo_advantages,
     pairwise_distances,
@@ -113,6 +115,7 @@ class TrainResult:
     base_eval_loss: float | None = None  # quality loss of the base on the gate pairs
     eval_loss: float | None = None  # quality loss of the trained adapter on the same pairs
     vocab_size: int | None = None
+    resumed_from_step: int = 0  # the checkpoint step a crashed run resumed from (0: a fresh start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,12 +208,6 @@ def sequence_logprobs(model, prompt_ids: list[list[int]], samples: list[list[int
     return (token_logp * target_mask).sum(dim=1) / target_mask.sum(dim=1)
 
 
-def _global_norm(grads) -> float:
-    import torch
-
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads])))
-
-
 def _peak_memory_bytes(device: str) -> int:
     import torch
 
@@ -263,74 +260,19 @@ class _DiversityOutcome:
     loss_value: float
 
 
-class _Training:
-    """One λ partition's training run: the model, the optimizer and the per-step work.
+class _DiversityContext:
+    """The diversity half of a λ's training: which steps sample, and the term they form."""
 
-    Hand-written rather than ``transformers.Trainer`` because every step computes two
-    gradients separately (the audit needs ‖g_quality‖ and ‖g_div‖ before they are summed) and
-    samples from the model under its own RNG stream.
-    """
-
-    def __init__(self, base_model_dir, train_pairs, cfg: PolychromicTrainConfig, *, logger, diversity_term,
+    def __init__(self, cfg: PolychromicTrainConfig, train_pairs, examples, tokenizer, device, *, term_fn,
                  embedder, quality_cfg):
-        import torch
-        from peft import LoraConfig, get_peft_model
-
-        self.cfg, self.train_pairs, self.logger = cfg, train_pairs, logger
-        self.device = resolve_device(cfg.device)
-        self.lam = cfg.diversity_weight
-        self.term_fn = diversity_term or score_function_term
-        self.quality_cfg = quality_cfg or QualityConfig()
-        needs_embedder = cfg.diversity_metric == "semantic" or (
-            cfg.objective == "polychromic_set" and self.quality_cfg.min_relevance is not None)
-        if needs_embedder and embedder is None:
-            from polydag.core.evaluation.embeddings import load_embedder
-
-            embedder = load_embedder()
-        self.embedder = embedder
-        if self.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats(torch.device(self.device))
-        base, self.tokenizer = load_model_and_tokenizer(base_model_dir, device=self.device)
-        missing = [m for m in cfg.target_modules
-                   if not any(name.endswith("." + m) or name == m for name, _ in base.named_modules())]
-        if missing:
-            raise ValueError(f"target_modules {missing} do not exist in the base model {base_model_dir} "
-                             f"({type(base).__name__})")
-        self.examples = _encode_pairs(self.tokenizer, train_pairs, cfg.max_length)
-        torch.manual_seed(cfg.seed)  # LoRA init and dropout: the same stream for every λ
-        self.model = get_peft_model(base, LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
-        ))
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        # LoRA starts as the identity (B = 0), so this is the base model's loss (gates.py)
-        self.gate_examples = self.examples[: cfg.gate_eval_pairs]
-        self.base_eval_loss = self.eval_loss()
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        logger.info("training LoRA λ=%s on %s: %d trainable params, %d pairs, %d steps, objective=%s, metric=%s",
-                    self.lam, self.device, sum(p.numel() for p in self.params), len(self.examples),
-                    cfg.max_steps, cfg.objective, cfg.diversity_metric)
-        self.order_rng = random.Random(cfg.seed)
-        self.order: list[int] = []
-
-    def eval_loss(self) -> float:
-        return _eval_loss(self.model, self.gate_examples, self.cfg.batch_size, self.tokenizer.pad_token_id,
-                          self.device)
-
-    def next_batch(self) -> list[int]:
-        if len(self.order) < self.cfg.batch_size:
-            epoch = list(range(len(self.examples)))
-            self.order_rng.shuffle(epoch)
-            self.order.extend(epoch)
-        batch_idx = self.order[: self.cfg.batch_size]
-        del self.order[: self.cfg.batch_size]
-        return batch_idx
+        self.cfg, self.train_pairs, self.examples, self.tokenizer, self.device = cfg, train_pairs, examples, tokenizer, device
+        self.lam, self.term_fn, self.embedder, self.quality_cfg = cfg.diversity_weight, term_fn, embedder, quality_cfg
 
     def is_diversity_step(self, step: int) -> bool:
         return step % self.cfg.compute_diversity_every_n_steps == 0 and (
             self.lam != 0.0 or self.cfg.sample_diversity_when_zero)
 
-    def diversity(self, step: int, batch_idx: list[int], quality_value: float) -> _DiversityOutcome:
+    def __call__(self, model, step: int, batch_idx: list[int], quality_value: float) -> _DiversityOutcome:
         """Sample, score the sets, and (for λ != 0) form the diversity term with its gradient."""
         import torch
 
@@ -338,7 +280,7 @@ class _Training:
         chosen = _diversity_prompts(batch_idx, self.train_pairs, cfg.max_examples_for_diversity)
         prompts = [self.train_pairs[i][0] for i in chosen]
         prompt_ids = [self.examples[i][0] for i in chosen]
-        sample_ids, texts = diversity_samples(self.model, self.tokenizer, prompt_ids, cfg, step)
+        sample_ids, texts = diversity_samples(model, self.tokenizer, prompt_ids, cfg, step)
         step_seed = sampling_seed(cfg.diversity_seed, step)
         rewards = None
         if cfg.objective == "polychromic_set":
@@ -359,7 +301,7 @@ class _Training:
             return _DiversityOutcome(score, None, 0.0)  # −0 · (...) is identically zero: no gradient
 
         def logprobs():
-            return sequence_logprobs(self.model, prompt_ids, sample_ids, n, cfg.temperature,
+            return sequence_logprobs(model, prompt_ids, sample_ids, n, cfg.temperature,
                                      self.tokenizer.pad_token_id, self.device)
 
         ds = DiversityStep(
@@ -369,8 +311,9 @@ class _Training:
         )
         with torch.random.fork_rng(devices=_rng_devices(self.device)):
             torch.manual_seed(step_seed + 1)
-            self.model.eval()  # log π of the policy we sampled from (no dropout)
+            model.eval()  # log π of the policy we sampled from (no dropout)
             term = self.term_fn(ds)
+        model.train()
         if not isinstance(term, torch.Tensor):
             term = torch.tensor(float(term), device=self.device)
         loss_value = float(term.detach())
@@ -378,56 +321,40 @@ class _Training:
             raise NonFiniteLossError(step, quality_value, loss_value)
         return _DiversityOutcome(score, term, loss_value)
 
-    def apply_gradients(self, step: int, quality, quality_value: float, div: _DiversityOutcome | None):
-        """θ.grad = g_quality + g_div (computed apart for the audit), clip, AdamW step; the share."""
-        import torch
 
-        params = self.params
-        g_quality = torch.autograd.grad(quality, params)
-        share = None
-        grads = list(g_quality)
-        if div is not None and div.term is not None:
-            if div.term.requires_grad:
-                g_div = torch.autograd.grad(div.term, params, allow_unused=True)
-                g_div = [torch.zeros_like(p) if g is None else g for g, p in zip(g_div, params)]
-            else:  # a float-valued term: no path to the parameters, its gradient is exactly zero
-                g_div = [torch.zeros_like(p) for p in params]
-            share = diversity_grad_share(_global_norm(g_quality), _global_norm(g_div))
-            grads = [gq + gd for gq, gd in zip(g_quality, g_div)]
-        elif div is not None:
-            share = 0.0
-        for p, g in zip(params, grads):
-            p.grad = g
-        if self.cfg.max_grad_norm is not None:
-            total_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
-            if not torch.isfinite(total_norm):
-                raise NonFiniteLossError(step, quality_value, div.loss_value if div else None, what="gradient norm")
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return share
+def _training_arguments(cfg: PolychromicTrainConfig, output_dir: Path, device: str, *, resumable: bool,
+                        has_eval: bool):
+    from transformers import TrainingArguments
 
-    def step(self, step: int, started: float) -> tuple[dict, _DiversityOutcome | None, float | None]:
-        """One optimizer step; returns its ``training_log`` row."""
-        batch_idx = self.next_batch()
-        self.model.train()
-        quality = _quality_loss(self.model, [self.examples[i] for i in batch_idx], self.tokenizer.pad_token_id,
-                                self.device)
-        quality_value = float(quality.detach())
-        if not math.isfinite(quality_value):
-            raise NonFiniteLossError(step, quality_value, None)
-        div = self.diversity(step, batch_idx, quality_value) if self.is_diversity_step(step) else None
-        share = self.apply_gradients(step, quality, quality_value, div)
-        row = {
-            "step": step,
-            "quality_loss": quality_value,
-            "diversity_score": None if div is None else div.score,
-            "diversity_loss": None if div is None else div.loss_value,
-            "combined_loss": float(quality_value + (div.loss_value if div else 0.0)),
-            "diversity_grad_share": None if share is None else float(share),
-            "learning_rate": float(self.optimizer.param_groups[0]["lr"]),
-            "wall_time": float(time.perf_counter() - started),
-        }
-        return row, div, share
+    on_cuda = device.startswith("cuda")
+    bf16 = on_cuda if cfg.bf16 is None else cfg.bf16
+    save = resumable and cfg.save_steps > 0
+    evaluate = has_eval and cfg.eval_strategy != "no"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        run_name=cfg.run_name or f"lora-lambda{cfg.diversity_weight}",
+        seed=cfg.seed, data_seed=cfg.seed,
+        max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        # transformers 5 folds warmup_ratio into warmup_steps: a float in [0, 1) is a ratio
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,
+        optim=cfg.optim, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm or 0.0,
+        bf16=bf16, fp16=cfg.fp16, use_cpu=not on_cuda,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        save_strategy="steps" if save else "no", save_steps=max(cfg.save_steps, 1),
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy=cfg.eval_strategy if evaluate else "no", eval_steps=cfg.eval_steps,
+        load_best_model_at_end=cfg.load_best_model_at_end and evaluate and save,
+        metric_for_best_model=cfg.metric_for_best_model, greater_is_better=cfg.greater_is_better,
+        logging_steps=cfg.logging_steps, logging_strategy="steps", report_to=list(cfg.report_to) or "none",
+        disable_tqdm=True,  # polydag's own progress bar (core.ops.progress) shows the run
+        remove_unused_columns=False, dataloader_num_workers=0, save_only_model=False,
+        # several CPU processes (torchrun/accelerate launch set WORLD_SIZE) talk over gloo
+        ddp_backend="gloo" if not on_cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+    )
 
 
 def train_lora_adapter(
@@ -441,69 +368,187 @@ def train_lora_adapter(
     diversity_term: Callable[[DiversityStep], Any] | None = None,
     embedder=None,
     quality_cfg: QualityConfig | None = None,
+    work_dir: str | Path | None = None,
+    eval_pairs: Sequence[tuple[str, str]] | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``train_pairs`` and save it atomically to ``out_dir``.
 
-    ``log_fn(row)`` receives one dict per step with exactly the keys of ``LOG_KEYS`` (plain
-    Python numbers; the diversity fields are None on steps without a diversity computation).
-    ``diversity_term`` replaces the score-function estimator (tests use it to reproduce the
-    float-valued bug); like the default it is only called on diversity steps with λ != 0.
-    ``embedder`` serves diversity_metric="semantic" (loaded with
+    ``log_fn(row)`` receives one dict per optimizer step with exactly the keys of ``LOG_KEYS``
+    (plain Python numbers; the diversity fields are None on steps without a diversity
+    computation). ``diversity_term`` replaces the score-function estimator (tests use it to
+    reproduce the float-valued bug); like the default it is only called on diversity steps
+    with λ != 0. ``embedder`` serves diversity_metric="semantic" (loaded with
     ``polydag.core.evaluation.embeddings.load_embedder()`` when None); ``quality_cfg`` is the
     reward of objective="polychromic_set".
+
+    ``work_dir`` holds the Trainer's checkpoints: a run that dies resumes from the newest
+    complete one there (``on_resume(step)`` is called with that step, 0 for a fresh start,
+    before training continues). Without it the run is not resumable. ``eval_pairs`` are the
+    validation pairs of ``eval_strategy``/early stopping.
     """
+    import tempfile
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import EarlyStoppingCallback
+
+    from polydag.core.ops.progress import progress
+    from polydag.core.polychromic.hf_trainer import (
+        PairCollator,
+        PairDataset,
+        PolychromicTrainer,
+        StepLogCallback,
+        complete_checkpoints,
+        drop_incomplete_checkpoints,
+        load_adapter_weights,
+    )
+
     logger = logger or _log
     if not isinstance(cfg, PolychromicTrainConfig):
         raise TypeError(f"cfg must be a PolychromicTrainConfig, got {type(cfg).__name__}")
     if not train_pairs:
         raise ValueError("train_pairs is empty")
     start = time.perf_counter()
-    run = _Training(base_model_dir, train_pairs, cfg, logger=logger, diversity_term=diversity_term,
-                    embedder=embedder, quality_cfg=quality_cfg)
-    grad_shares: list[float] = []
-    last: dict[str, Any] = {}
-    last_div: _DiversityOutcome | None = None
-    with progress(cfg.max_steps, f"LoRA λ={run.lam}", unit="step", logger=logger,
+    device = resolve_device(cfg.device)
+    quality_cfg = quality_cfg or QualityConfig()
+    needs_embedder = cfg.diversity_metric == "semantic" or (
+        cfg.objective == "polychromic_set" and quality_cfg.min_relevance is not None)
+    if needs_embedder and embedder is None:
+        from polydag.core.evaluation.embeddings import load_embedder
+
+        embedder = load_embedder()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+    base, tokenizer = load_model_and_tokenizer(base_model_dir, device=device)
+    missing = [m for m in cfg.target_modules
+               if not any(name.endswith("." + m) or name == m for name, _ in base.named_modules())]
+    if missing:
+        raise ValueError(f"target_modules {missing} do not exist in the base model {base_model_dir} "
+                         f"({type(base).__name__})")
+    examples = _encode_pairs(tokenizer, train_pairs, cfg.max_length)
+    eval_examples = _encode_pairs(tokenizer, eval_pairs, cfg.max_length) if eval_pairs else None
+    torch.manual_seed(cfg.seed)  # LoRA init: the same for every λ
+    model = get_peft_model(base, LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
+    ))
+    if cfg.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path from the inputs
+    params = [p for p in model.parameters() if p.requires_grad]
+    gate_examples = examples[: cfg.gate_eval_pairs]
+    with model.disable_adapter():  # the base itself, whatever state a resumed adapter is in
+        base_eval_loss = _eval_loss(model, gate_examples, cfg.per_device_eval_batch_size,
+                                    tokenizer.pad_token_id, device)
+    logger.info("training LoRA λ=%s on %s: %d trainable params, %d pairs, %s steps, objective=%s, metric=%s",
+                cfg.diversity_weight, device, sum(p.numel() for p in params), len(examples), cfg.max_steps,
+                cfg.objective, cfg.diversity_metric)
+
+    scratch = None
+    if work_dir is None:
+        scratch = tempfile.TemporaryDirectory(prefix="polydag-train-")
+        output_dir = Path(scratch.name)
+    else:
+        output_dir = Path(work_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        drop_incomplete_checkpoints(output_dir, logger)
+    found = complete_checkpoints(output_dir) if work_dir is not None else []
+    resume = found[-1] if found else None
+    resumed_from = resume.step if resume else 0
+    if on_resume is not None:
+        on_resume(resumed_from)
+    if resume:
+        logger.info("λ=%s: %s %s (step %d)", cfg.diversity_weight,
+                    "reusing the finished training in" if resume.is_final else "resuming from",
+                    resume.path, resumed_from)
+
+    context = _DiversityContext(cfg, train_pairs, examples, tokenizer, device,
+                                term_fn=diversity_term or score_function_term, embedder=embedder,
+                                quality_cfg=quality_cfg)
+    args = _training_arguments(cfg, output_dir, device, resumable=work_dir is not None,
+                               has_eval=eval_examples is not None)
+    # one example list for both datasets (a collator serves both): eval pairs after the train pairs
+    every = examples + (eval_examples or [])
+    trainer = PolychromicTrainer(
+        model=model, args=args, train_dataset=PairDataset(range(len(examples))),
+        eval_dataset=PairDataset(range(len(examples), len(every))) if eval_examples else None,
+        data_collator=PairCollator(every, tokenizer.pad_token_id),
+        diversity_fn=context, is_diversity_step=context.is_diversity_step,
+    )
+    earlier = _logged_rows(resume.path) if resume else []  # the steps a resumed run already took
+    grad_shares = [r["diversity_grad_share"] for r in earlier if r.get("diversity_grad_share") is not None]
+    last: dict[str, Any] = dict(earlier[-1]) if earlier else {}
+    last_div: list = [_logged_diversity(earlier)]
+    total_steps = args.max_steps if args.max_steps > 0 else None
+
+    with progress(total_steps or 0, f"LoRA λ={cfg.diversity_weight}", unit="step", logger=logger,
                   log_every_s=cfg.progress_every_s) as bar:
-        for step in range(1, cfg.max_steps + 1):
-            last, div, share = run.step(step, start)
-            if share is not None:
-                grad_shares.append(float(share))
-                last_div = div
-            if log_fn is not None:
-                log_fn(last)
-            bar.update(1, quality=last["quality_loss"], diversity=None if last_div is None else last_div.score,
+        def on_row(row, div):
+            last.update(row)
+            if row["diversity_grad_share"] is not None:
+                grad_shares.append(row["diversity_grad_share"])
+                last_div[0] = div
+            bar.update(1, quality=row["quality_loss"], diversity=row["diversity_score"],
                        share=grad_shares[-1] if grad_shares else None)
 
+        trainer.add_callback(StepLogCallback(trainer, log_fn=log_fn, started=start, on_row=on_row, params=params))
+        if cfg.early_stopping_patience is not None and eval_examples:
+            trainer.add_callback(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+        try:
+            if resume and resume.is_final:
+                load_adapter_weights(model, resume.path)
+            else:
+                trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+        finally:
+            if scratch is not None:
+                scratch.cleanup()
+    steps = resume.step if resume and resume.is_final else trainer.state.global_step
+    eval_loss = _eval_loss(model, gate_examples, cfg.per_device_eval_batch_size, tokenizer.pad_token_id, device)
+    div = last_div[0]
     result = TrainResult(
         adapter_dir=str(Path(out_dir).resolve()),
         adapter_sha256="",
-        steps=cfg.max_steps,
+        steps=steps,
         wall_s=0.0,
-        device=run.device,
-        peak_memory_bytes=_peak_memory_bytes(run.device),
+        device=device,
+        peak_memory_bytes=_peak_memory_bytes(device),
         final_quality_loss=float(last["quality_loss"]),
-        final_diversity_score=None if last_div is None else last_div.score,
-        final_diversity_loss=None if last_div is None else last_div.loss_value,
+        final_diversity_score=None if div is None else div.score,
+        final_diversity_loss=None if div is None else div.loss_value,
         final_combined_loss=float(last["combined_loss"]),
         mean_diversity_grad_share=(sum(grad_shares) / len(grad_shares)) if grad_shares else None,
         n_diversity_steps=len(grad_shares),
-        diversity_weight=run.lam,
+        diversity_weight=cfg.diversity_weight,
         grad_shares=grad_shares,
-        base_eval_loss=run.base_eval_loss,
-        eval_loss=run.eval_loss(),
-        vocab_size=len(run.tokenizer),
+        base_eval_loss=base_eval_loss,
+        eval_loss=eval_loss,
+        vocab_size=len(tokenizer),
+        resumed_from_step=resumed_from,
     )
     with atomic_output_dir(out_dir) as tmp:
-        run.model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp))
         result.adapter_sha256 = adapter_sha256(tmp)
         result.wall_s = time.perf_counter() - start
         info = {"config": asdict(cfg), "result": asdict(result), "base_model_dir": str(Path(base_model_dir).resolve())}
         (tmp / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2))
-    logger.info("saved adapter λ=%s to %s in %.1fs (sha256 %s…, mean grad share %s)", run.lam, out_dir,
-                result.wall_s, result.adapter_sha256[:12],
+    logger.info("saved adapter λ=%s to %s in %.1fs (sha256 %s…, mean grad share %s)", cfg.diversity_weight,
+                out_dir, result.wall_s, result.adapter_sha256[:12],
                 "-" if result.mean_diversity_grad_share is None else f"{result.mean_diversity_grad_share:.3f}")
     return result
+
+
+def _logged_rows(checkpoint: Path) -> list[dict]:
+    """The per-step rows (``train/*`` in the Trainer's log history) up to ``checkpoint``."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return [{k.removeprefix("train/"): v for k, v in r.items()} | {"step": r["step"]}
+            for r in state.get("log_history", []) if "train/quality_loss" in r]
+
+
+def _logged_diversity(rows: list[dict]) -> _DiversityOutcome | None:
+    for row in reversed(rows):
+        if row.get("diversity_score") is not None:
+            return _DiversityOutcome(row["diversity_score"], None, row.get("diversity_loss") or 0.0)
+    return None
 
 
 def checkpoint_row(lambda_key: str, cfg: PolychromicTrainConfig, result: TrainResult, base_row: dict) -> dict:
@@ -516,24 +561,47 @@ def checkpoint_row(lambda_key: str, cfg: PolychromicTrainConfig, result: TrainRe
     return row
 
 
+# fields that change nothing a training computes (how it is watched, reported or gated)
+_NOT_IDENTITY = ("progress_every_s", "report_to", "run_name", "logging_steps", "save_total_limit",
+                 "gate_eval_pairs", "gate_max_loss_ratio")
+
+
+def training_identity(cfg: PolychromicTrainConfig, train_pairs, base_row: dict, eval_pairs=None) -> str:
+    """sha256 of everything that determines a training: its config, its data and its base weights.
+    A re-run with the same identity resumes (or, if finished, reuses) its checkpoints."""
+    import hashlib
+
+    from polydag.core.polychromic.base_model import resolve_device
+
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY}
+    settings["device"] = resolve_device(cfg.device)
+    payload = json.dumps([settings, [list(p) for p in train_pairs], [list(p) for p in eval_pairs or []],
+                          base_row.get("weights_sha256") or base_row["path"]], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def train_partitions(
     base_row: dict,
     train_pairs: Sequence[tuple[str, str]],
     cfgs: dict[str, PolychromicTrainConfig],
-    adapter_dir: Callable[[str], Path],
+    lora_dir: str | Path,
     *,
     db_path: str | Path,
     run_id: str,
+    eval_pairs: Sequence[tuple[str, str]] | None = None,
     logger: logging.Logger | None = None,
 ) -> list[dict]:
     """Train every λ of ``cfgs`` (λ key -> config) from the base model of ``base_row``.
 
-    Each λ's adapter goes to ``adapter_dir(key)``; its steps are logged live to the
-    ``training_log`` table of ``db_path`` under ``run_id``. Every adapter must pass its gates
-    (:mod:`polydag.core.polychromic.gates`) before anything is kept: the run's log rows
-    replace the older logs of these λ only when every λ trained and passed; on any failure
-    they are removed, and so are this run's adapter directories, so the stored adapters, rows
-    and logs stay exactly as they were. Returns one ``lora_checkpoints`` row per λ.
+    Each λ's training lives in ``lora_dir/<key>/<identity>/``: Trainer checkpoints in
+    ``trainer/`` (a crashed run of the same identity resumes from the newest complete one), the
+    adapter of this run in ``run-<run_id>/``. Steps are logged live to ``training_log`` of
+    ``db_path``. Every adapter must pass its gates (:mod:`polydag.core.polychromic.gates`)
+    before anything is kept; the trainings' rows become the λ's logs only when every λ passed.
+    A failure that would repeat (a gate, a non-finite loss, bad input) removes this run's rows,
+    adapters and the failed training's checkpoints, so the stored adapters, rows and logs stay
+    exactly as they were; an interruption (SIGTERM, Ctrl-C, a kill) keeps the checkpoints and
+    the rows up to them, to resume. Returns one ``lora_checkpoints`` row per λ.
     """
     import shutil
 
@@ -541,26 +609,35 @@ def train_partitions(
     from polydag.core.storage import training_log
 
     logger = logger or _log
-    rows = []
+    rows, trainings, dirs = [], {}, {}
     try:
         for key, cfg in cfgs.items():
+            identity = training_identity(cfg, train_pairs, base_row, eval_pairs)
+            root = Path(lora_dir) / key / identity[:16]
+            trainings[key], dirs[key] = identity, root
             writer = training_log.TrainingLogWriter(db_path, run_id=run_id, lambda_key=key,
-                                                    diversity_weight=cfg.diversity_weight)
-            logger.info("training λ=%s on %d pairs", key, len(train_pairs))
-            result = train_lora_adapter(base_row["path"], train_pairs, cfg, adapter_dir(key), log_fn=writer,
-                                        logger=logger)
+                                                    diversity_weight=cfg.diversity_weight, train_id=identity)
+            logger.info("training λ=%s on %d pairs (training %s)", key, len(train_pairs), identity[:16])
+            result = train_lora_adapter(base_row["path"], train_pairs, cfg, root / f"run-{run_id}", log_fn=writer,
+                                        logger=logger, work_dir=root / "trainer", eval_pairs=eval_pairs,
+                                        on_resume=writer.resume_from)
             writer.flush()
             gates = adapter_gates(result, vocab_size=result.vocab_size, max_loss_ratio=cfg.gate_max_loss_ratio)
             failed = [g for g in gates if not g.passed]
             if failed:
                 raise TrainingGateError(key, failed)
             logger.info("λ=%s passed its gates: %s", key, "; ".join(g.detail for g in gates))
-            rows.append({**checkpoint_row(key, cfg, result, base_row), "gates_passed": True,
-                         "gates": json.dumps(gates_record(gates))})
-    except BaseException:
-        training_log.discard_run(db_path, run_id)
-        for key in cfgs:
-            shutil.rmtree(adapter_dir(key), ignore_errors=True)  # never referenced by a stored row
+            rows.append({**checkpoint_row(key, cfg, result, base_row), "train_id": identity,
+                         "gates_passed": True, "gates": json.dumps(gates_record(gates))})
+    except (KeyboardInterrupt, SystemExit):
+        raise  # interrupted: checkpoints and logged rows stay, the next run resumes
+    except BaseException as exc:
+        training_log.discard_training(db_path, trainings)
+        for key, root in dirs.items():
+            shutil.rmtree(root / f"run-{run_id}", ignore_errors=True)  # never referenced by a stored row
+        if isinstance(exc, (TrainingGateError, NonFiniteLossError)) and dirs:
+            # resuming the failed training would reproduce the failure
+            shutil.rmtree(list(dirs.values())[-1] / "trainer", ignore_errors=True)
         raise
-    training_log.commit_runs(db_path, run_id, list(cfgs))
+    training_log.commit_training(db_path, trainings)
     return rows

@@ -74,7 +74,9 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "learning_rate": "learning rate of the step",
         "wall_time": "seconds since training started",
         "logged_at": "when the row was written",
-        "committed": "the run succeeded and this is the λ's official log (false while it runs; a dead "
+        "train_id": "the training the row belongs to: a hash of config, data and base weights (one training "
+                    "may span runs when a crashed run resumes)",
+        "committed": "the training succeeded and this is the λ's official log (false while it runs; a dead "
                      "run's rows are removed when the next run of that λ starts)",
     },
     "generations": {

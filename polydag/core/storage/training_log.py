@@ -4,11 +4,16 @@ Rows are buffered and flushed every few seconds through a short-lived connection
 or a ``polydag sql`` reader in another process can watch training as it happens. ``seq`` is a
 strictly increasing sequence value (a sensor's cursor; rowid is not stable across deletes).
 
-A run's rows become the λ's official log only when the whole run succeeds (``commit``, which
-marks them ``committed``): then the rows of that λ from earlier runs are removed. A failed run
-removes its own rows (``discard``). A run that died without either (SIGKILL, OOM, power loss)
-leaves uncommitted rows; the next run of that λ removes them when it starts, so the table
-never holds a half-written log next to a checkpoint it does not describe.
+Rows belong to a *training* (``train_id``: the run identity, a hash of config, data and base
+weights), which may span several Dagster runs when a crashed run is resumed from its last
+checkpoint. A training's rows become the λ's official log only when it succeeds
+(``commit_training``, which marks them ``committed``); then the rows of that λ from other
+trainings are removed. A training that fails for a reason that would repeat removes its rows
+(``discard_training``). One that died (SIGKILL, OOM, power loss) leaves uncommitted rows: the
+next run of the same training keeps those up to the checkpoint it resumes from and drops the
+rest (``resume_from``), so every step is logged exactly once; the next run of another training
+removes them all. The table never holds a half-written log next to a checkpoint it does not
+describe.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     learning_rate DOUBLE,
     wall_time DOUBLE,
     logged_at TIMESTAMP DEFAULT current_timestamp,
-    committed BOOLEAN NOT NULL DEFAULT false
+    committed BOOLEAN NOT NULL DEFAULT false,
+    train_id VARCHAR
 );
 """
 
@@ -60,6 +66,8 @@ def _ensure_table(con) -> None:
         # always removed theirs)
         con.execute(f"ALTER TABLE {TABLE} ADD COLUMN committed BOOLEAN DEFAULT false")
         con.execute(f"UPDATE {TABLE} SET committed = true")
+    if "train_id" not in columns:
+        con.execute(f"ALTER TABLE {TABLE} ADD COLUMN train_id VARCHAR")
 
 
 def _plain(value):
@@ -79,10 +87,12 @@ class TrainingLogWriter:
         run_id: str,
         lambda_key: str,
         diversity_weight: float,
+        train_id: str | None = None,
         flush_every_s: float = 2.0,
     ):
         self.db_path = Path(db_path)
         self.run_id = run_id
+        self.train_id = train_id or run_id  # default: a training is one run
         self.lambda_key = lambda_key
         self.diversity_weight = float(diversity_weight)
         self.flush_every_s = flush_every_s
@@ -90,16 +100,23 @@ class TrainingLogWriter:
         self._last_flush = time.monotonic()
         with connect(self.db_path) as con:
             _ensure_table(con)
-            # rows a dead run of this λ left behind (it neither committed nor discarded them)
-            con.execute(f"DELETE FROM {TABLE} WHERE lambda_key = ? AND NOT committed AND run_id <> ?",
-                        [lambda_key, run_id])
+            # rows a dead run of another training of this λ left behind
+            con.execute(f"DELETE FROM {TABLE} WHERE lambda_key = ? AND NOT committed "
+                        "AND train_id IS DISTINCT FROM ?", [lambda_key, self.train_id])
+
+    def resume_from(self, step: int) -> None:
+        """This training continues after ``step`` (0: from the start): its uncommitted rows of
+        later steps, written after the checkpoint by a run that died, are dropped."""
+        with connect(self.db_path) as con:
+            con.execute(f"DELETE FROM {TABLE} WHERE lambda_key = ? AND train_id = ? AND NOT committed "
+                        "AND step > ?", [self.lambda_key, self.train_id, int(step)])
 
     def __call__(self, row: dict) -> None:
         missing = [f for f in LOG_FIELDS if f not in row]
         if missing:
             raise KeyError(f"training log row is missing fields {missing}: {row}")
         self._buffer.append(
-            (self.run_id, self.lambda_key, self.diversity_weight, int(row["step"]))
+            (self.run_id, self.train_id, self.lambda_key, self.diversity_weight, int(row["step"]))
             + tuple(_plain(row[f]) for f in LOG_FIELDS[1:])
         )
         if time.monotonic() - self._last_flush >= self.flush_every_s:
@@ -111,35 +128,46 @@ class TrainingLogWriter:
         rows, self._buffer = self._buffer, []
         with connect(self.db_path) as con:
             con.executemany(
-                f"INSERT INTO {TABLE} (run_id, lambda_key, diversity_weight, "
+                f"INSERT INTO {TABLE} (run_id, train_id, lambda_key, diversity_weight, "
                 + ", ".join(LOG_FIELDS)
                 + ") VALUES ("
-                + ", ".join(["?"] * (3 + len(LOG_FIELDS)))
+                + ", ".join(["?"] * (4 + len(LOG_FIELDS)))
                 + ")",
                 rows,
             )
         self._last_flush = time.monotonic()
 
 
-def commit_runs(db_path: str | Path, run_id: str, lambda_keys: list[str]) -> None:
-    """Make ``run_id``'s rows the log of ``lambda_keys``: drop those λ's rows from other runs."""
+def commit_training(db_path: str | Path, trainings: dict[str, str]) -> None:
+    """Make each ``{λ key: train_id}``'s rows the log of that λ: drop the λ's other rows."""
     with connect(db_path) as con:
         _ensure_table(con)
         con.execute("BEGIN TRANSACTION")
-        con.execute(
-            f"DELETE FROM {TABLE} WHERE run_id <> ? AND lambda_key IN (SELECT unnest(?))",
-            [run_id, list(lambda_keys)],
-        )
-        con.execute(f"UPDATE {TABLE} SET committed = true WHERE run_id = ? AND lambda_key IN (SELECT unnest(?))",
-                    [run_id, list(lambda_keys)])
+        for key, train_id in trainings.items():
+            con.execute(f"DELETE FROM {TABLE} WHERE lambda_key = ? AND train_id IS DISTINCT FROM ?", [key, train_id])
+            con.execute(f"UPDATE {TABLE} SET committed = true WHERE lambda_key = ? AND train_id = ?", [key, train_id])
         con.execute("COMMIT")
 
 
-def discard_run(db_path: str | Path, run_id: str) -> None:
-    """Remove every row a failed run wrote."""
+def commit_runs(db_path: str | Path, run_id: str, lambda_keys: list[str]) -> None:
+    """:func:`commit_training` for trainings that are one run each (``train_id`` = ``run_id``)."""
+    commit_training(db_path, {key: run_id for key in lambda_keys})
+
+
+def discard_training(db_path: str | Path, trainings: dict[str, str]) -> None:
+    """Remove the uncommitted rows of each ``{λ key: train_id}`` (a failure that would repeat)."""
     with connect(db_path) as con:
         _ensure_table(con)
-        con.execute(f"DELETE FROM {TABLE} WHERE run_id = ?", [run_id])
+        for key, train_id in trainings.items():
+            con.execute(f"DELETE FROM {TABLE} WHERE lambda_key = ? AND train_id = ? AND NOT committed",
+                        [key, train_id])
+
+
+def discard_run(db_path: str | Path, run_id: str) -> None:
+    """Remove every uncommitted row a failed run wrote."""
+    with connect(db_path) as con:
+        _ensure_table(con)
+        con.execute(f"DELETE FROM {TABLE} WHERE run_id = ? AND NOT committed", [run_id])
 
 
 def is_finite_or_none(value) -> bool:

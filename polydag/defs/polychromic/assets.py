@@ -111,8 +111,10 @@ def lora_checkpoints(
     base_model: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
     """One peft LoRA adapter per λ, trained with the polychromic objective from the same base,
-    data order and seed. Adapters are saved with ``save_pretrained`` under
-    ``data/artifacts/lora/<λ>/run-<run id>``; this table records where, and how training went."""
+    data order and seed, on transformers' Trainer. Adapters are saved with ``save_pretrained``
+    under ``data/artifacts/lora/<λ>/<training>/run-<run id>``; a run killed mid-training resumes
+    from its last checkpoint when the partition is materialized again. This table records
+    where the adapter is, and how training went."""
     from polydag.core.polychromic.trainer import train_partitions
 
     configure_torch_threads()
@@ -122,10 +124,11 @@ def lora_checkpoints(
     base_row = base_model.row(0, named=True)
     training_preflight(context, storage, base_model=base_row["path"])
     run_id = context.run.run_id
+    validation = reply_pairs.filter(pl.col("split") == "val")
     rows = train_partitions(
-        base_row, train_pairs(reply_pairs), cfgs,
-        lambda key: storage.artifact_path("lora", key, f"run-{run_id}"),
+        base_row, train_pairs(reply_pairs), cfgs, storage.artifacts_dir / "lora",
         db_path=storage.duckdb_path, run_id=run_id, logger=context.log,
+        eval_pairs=list(zip(validation["prompt"].to_list(), validation["reply"].to_list())) or None,
     )
     table = pl.DataFrame(rows)
     costs = cost_model.record(context, storage, device=rows[-1]["device"])
