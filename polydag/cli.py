@@ -22,6 +22,21 @@ import sys
 from polydag.core.ops import paths
 
 
+def _fail(command: str, exc: BaseException) -> int:
+    """Print ``exc`` as one ``polydag COMMAND: ...`` line; exit status 2 for bad input (a
+    ValueError), else 1 (a failed or refused query, a missing, unreadable or busy database)."""
+    print(f"polydag {command}: {exc}", file=sys.stderr)
+    return 2 if isinstance(exc, ValueError) else 1
+
+
+def _read_errors():
+    """What reading the results database may raise that is a message, not a bug."""
+    from polydag.core.storage.duck import DuckDBBusyError
+    from polydag.core.storage.sql import SqlError
+
+    return (SqlError, ValueError, FileNotFoundError, DuckDBBusyError)
+
+
 def _ensure_dagster_home() -> str:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
@@ -84,21 +99,18 @@ STEP_SUMMARY_COLUMNS = ("protocol", "scheme", "mode", "site", "position", "n", "
                         "importance_lo", "importance_hi", "flip_rate")
 
 
-def _read(query: str):
-    from polydag.core.storage.duck import connect
-
-    with connect(paths.duckdb_path(), read_only=True) as con:
-        return con.execute(query).pl()
-
-
 def cmd_verdict(args) -> int:
     """The verdict per λ (the headline columns; `polydag sql 'SELECT * FROM verdict'` has all)."""
     from polydag.core.storage.costs import total_sweep_cost
+    from polydag.core.storage.sql import read_table
     from polydag.core.storage.tables import markdown_table
 
-    frame = _read("SELECT * FROM verdict ORDER BY diversity_weight")
+    try:
+        frame = read_table("verdict", order_by="diversity_weight")
+        cost = total_sweep_cost(paths.duckdb_path())
+    except _read_errors() as exc:
+        return _fail("verdict", exc)
     print(markdown_table(frame, [c for c in VERDICT_COLUMNS if c in frame.columns]))
-    cost = total_sweep_cost(paths.duckdb_path())
     print(f"\nsweep cost so far: ${cost['cost_usd']:.4f} ({cost['device_hours']:.3f} device-hours, "
           f"{cost['gpu_hours']:.3f} GPU-hours, {cost['n_records']} heavy materializations)")
     return 0
@@ -106,9 +118,13 @@ def cmd_verdict(args) -> int:
 
 def cmd_summary(args) -> int:
     """Step importance by position (and the baseline and null-control lines)."""
+    from polydag.core.storage.sql import read_table
     from polydag.core.storage.tables import markdown_table
 
-    frame = _read("SELECT * FROM step_importance_summary")
+    try:
+        frame = read_table("step_importance_summary")
+    except _read_errors() as exc:
+        return _fail("summary", exc)
     for view in ("baseline", "null_control"):
         part = frame.filter(frame["view"] == view)
         shown = [c for c in part.columns if c != "view" and part[c].null_count() < part.height]
@@ -120,8 +136,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_sql(args) -> int:
-    from polydag.core.storage.duck import DuckDBBusyError
-    from polydag.core.storage.sql import SqlError, pick_format, run_query, write_result
+    from polydag.core.storage.sql import pick_format, run_query, write_result
 
     try:
         fmt = pick_format(args.format, args.out)
@@ -129,9 +144,8 @@ def cmd_sql(args) -> int:
             raise ValueError("parquet is binary: give a file with --out result.parquet")
         frame = run_query(args.query, args.db, timeout_s=args.timeout)
         write_result(frame, fmt, args.out, max_rows=args.max_rows)
-    except (SqlError, ValueError, FileNotFoundError, DuckDBBusyError) as exc:
-        print(f"polydag sql: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
+    except _read_errors() as exc:
+        return _fail("sql", exc)
     if args.out is not None:
         print(f"wrote {frame.height} rows to {args.out} ({fmt})", file=sys.stderr)
     return 0
@@ -140,15 +154,13 @@ def cmd_sql(args) -> int:
 def cmd_tables(args) -> int:
     from pathlib import Path
 
-    from polydag.core.storage.duck import DuckDBBusyError
     from polydag.core.storage.sql import describe_tables, list_tables
 
     db_path = Path(args.db) if args.db else paths.duckdb_path()
     try:
         print(describe_tables(list_tables(db_path, timeout_s=args.timeout), db_path))
-    except DuckDBBusyError as exc:
-        print(f"polydag tables: {exc}", file=sys.stderr)
-        return 1
+    except _read_errors() as exc:
+        return _fail("tables", exc)
     return 0
 
 
@@ -204,14 +216,27 @@ def main(argv: list[str] | None = None) -> int:
                        help="problems per ranged run (default: the asset's backfill policy)")
     sweep.set_defaults(func=cmd_sweep)
 
-    verdict = sub.add_parser("verdict", help="print the verdict table and the sweep's cost")
+    verdict = sub.add_parser("verdict", help="print the verdict table and the sweep's cost",
+                             epilog="exit status: 1 when the database or the table is missing or "
+                                    "unreadable")
     verdict.set_defaults(func=cmd_verdict)
 
-    summary = sub.add_parser("summary", help="print a summary table")
+    summary = sub.add_parser("summary", help="print a summary table",
+                             epilog="exit status: 1 when the database or the table is missing or "
+                                    "unreadable")
     summary.add_argument("target", choices=["step-importance"])
     summary.set_defaults(func=cmd_summary)
 
-    sql = sub.add_parser("sql", help="query the results database (read-only)")
+    sql = sub.add_parser(
+        "sql", help="query the results database (read-only)",
+        description="Run one read-only query (SELECT, WITH, FROM, VALUES, TABLE, DESCRIBE, SHOW, "
+                    "SUMMARIZE, PRAGMA table_info, EXPLAIN) on the results database. The "
+                    "connection can write nothing: not the database, files or other databases, "
+                    "and it cannot load extensions or reach the network.",
+        epilog="exit status: 0 done; 1 the query failed or was refused, or the database is "
+               "missing, not a DuckDB file or stayed locked; 2 bad input (empty SQL, a bad "
+               "option value, parquet without --out).",
+    )
     sql.add_argument("query", help='SQL, e.g. "SELECT * FROM metrics_summary"')
     sql.add_argument("--format", choices=["table", "csv", "json", "parquet"], default=None,
                      help="output format (default: from --out's suffix, else table)")
