@@ -54,7 +54,12 @@ def _instance():
 
 
 def cmd_lambdas(args) -> int:
-    from polydag.core.polychromic.lambdas import LambdaKeyError, canonical_lambda_key
+    from polydag.core.polychromic.lambdas import (
+        LambdaKeyError,
+        canonical_lambda_key,
+        lambda_value,
+        parse_lambda_key,
+    )
     from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME
 
     instance = _instance()
@@ -62,22 +67,42 @@ def cmd_lambdas(args) -> int:
     if args.action == "list":
         for key in existing:
             print(key)
+            try:
+                lambda_value(key)
+            except LambdaKeyError as exc:
+                print(f"polydag lambdas: {exc}; remove it with `polydag lambdas remove {key}`",
+                      file=sys.stderr)
         return 0
-    try:
-        keys = [canonical_lambda_key(value) for value in args.values]
-    except LambdaKeyError as exc:
-        print(f"polydag: {exc}", file=sys.stderr)
+    if not args.values:
+        print(f"polydag lambdas: {args.action} needs at least one λ key", file=sys.stderr)
         return 2
     if args.action == "add":
+        try:
+            keys = [parse_lambda_key(v, allow_negative=args.allow_negative) for v in args.values]
+        except LambdaKeyError as exc:
+            print(f"polydag lambdas: {exc}", file=sys.stderr)
+            return 2
         new = [k for k in dict.fromkeys(keys) if k not in existing]
         if new:
             instance.add_dynamic_partitions(LAMBDA_PARTITIONS_NAME, new)
         print(f"λ partitions: {', '.join(existing + new)} (added: {', '.join(new) or 'none'})")
         return 0
-    for key in keys:  # remove
-        if key in existing:
-            instance.delete_dynamic_partition(LAMBDA_PARTITIONS_NAME, key)
-    print(f"removed: {', '.join(k for k in keys if k in existing) or 'none'}")
+    # remove: exactly the keys given, canonical or not, so that bogus keys can be cleaned up
+    unknown = [key for key in dict.fromkeys(args.values) if key not in existing]
+    for key in unknown:
+        try:
+            canonical = canonical_lambda_key(key)
+        except LambdaKeyError:
+            canonical = None
+        hint = f" (did you mean {canonical!r}?)" if canonical in existing else ""
+        print(f"polydag lambdas: λ partition {key!r} is not registered{hint}; nothing removed",
+              file=sys.stderr)
+    if unknown:
+        return 1
+    removed = list(dict.fromkeys(args.values))
+    for key in removed:
+        instance.delete_dynamic_partition(LAMBDA_PARTITIONS_NAME, key)
+    print(f"removed: {', '.join(removed)}")
     return 0
 
 
@@ -203,9 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="polydag", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    lambdas = sub.add_parser("lambdas", help="list, add or remove λ partitions")
+    lambdas = sub.add_parser(
+        "lambdas", help="list, add or remove λ partitions",
+        description="add takes plain decimals (0.5, 2, 0.50; not 1e3, inf, +1, .5 or ' 1 ') and "
+                    "stores their canonical keys (2 -> 2.0, 0.50 -> 0.5); remove takes the "
+                    "exact registered key, canonical or not, so bogus keys can be removed.",
+    )
     lambdas.add_argument("action", choices=["list", "add", "remove"])
-    lambdas.add_argument("values", nargs="*", help="λ values, e.g. 0.5 3.0")
+    lambdas.add_argument("values", nargs="*",
+                         help="add: λ values, e.g. 0.5 3; remove: registered keys, exactly")
+    lambdas.add_argument("--allow-negative", action="store_true",
+                         help="add: allow λ < 0 (a negative weight rewards sameness)")
     lambdas.set_defaults(func=cmd_lambdas)
 
     sweep = sub.add_parser("sweep", help="materialize missing partitions in ranged runs")
@@ -268,7 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--json", action="store_true", help="print the results as JSON")
     doctor.set_defaults(func=cmd_doctor)
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "lambdas" and not any(e.startswith("--") for e in extra):
+        # argparse stops filling `values` at the first flag: `add --allow-negative -0.5` leaves
+        # -0.5 over; it is a value all the same
+        args.values += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 
