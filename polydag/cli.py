@@ -16,10 +16,33 @@ DAGSTER_HOME defaults to ``data/dagster_home`` so that everything lands in one i
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 from polydag.core.ops import paths
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (a count; never a slice or a silent default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
 
 
 def _fail(command: str, exc: BaseException) -> int:
@@ -243,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sweep = sub.add_parser("sweep", help="materialize missing partitions in ranged runs")
     sweep.add_argument("target", choices=["step-importance"])
-    sweep.add_argument("--max-problems", type=int, default=None,
+    sweep.add_argument("--max-problems", type=_positive_int, default=None,
                        help="only the first N problem partitions (default: all)")
-    sweep.add_argument("--problems-per-run", type=int, default=None,
+    sweep.add_argument("--problems-per-run", type=_positive_int, default=None,
                        help="problems per ranged run (default: the asset's backfill policy)")
     sweep.set_defaults(func=cmd_sweep)
 
@@ -275,15 +298,16 @@ def main(argv: list[str] | None = None) -> int:
                      help="output format (default: from --out's suffix, else table)")
     sql.add_argument("--out", default=None, help="write to this file instead of stdout")
     sql.add_argument("--db", default=None, help="database file (default: data/polydag.duckdb)")
-    sql.add_argument("--timeout", type=float, default=60.0,
+    sql.add_argument("--timeout", type=_positive_seconds, default=60.0,
                      help="seconds to wait while a run holds the database (default 60)")
-    sql.add_argument("--max-rows", type=int, default=1000,
+    sql.add_argument("--max-rows", type=_positive_int, default=1000,
                      help="rows shown by --format table (default 1000; files get all)")
     sql.set_defaults(func=cmd_sql)
 
     tables = sub.add_parser("tables", help="list the tables and their documented columns")
     tables.add_argument("--db", default=None, help="database file (default: data/polydag.duckdb)")
-    tables.add_argument("--timeout", type=float, default=60.0)
+    tables.add_argument("--timeout", type=_positive_seconds, default=60.0,
+                        help="seconds to wait while a run holds the database (default 60)")
     tables.set_defaults(func=cmd_tables)
 
     doctor = sub.add_parser("doctor", help="check this machine and estimate the sweep's time")
@@ -296,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--deep", action="store_true",
                         help="also load the embedding model and encode a sentence (~12 s)")
     doctor.add_argument("--no-estimate", action="store_true", help="skip the sweep estimate")
-    doctor.add_argument("--lambdas", type=int, default=None,
+    doctor.add_argument("--lambdas", type=_positive_int, default=None,
                         help="λ values in the sweep (default: the registered λ partitions)")
     doctor.add_argument("--json", action="store_true", help="print the results as JSON")
     doctor.set_defaults(func=cmd_doctor)

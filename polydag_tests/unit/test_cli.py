@@ -74,3 +74,44 @@ def test_negative_lambda_needs_allow_negative(instance, capsys):
     assert "--allow-negative" in capsys.readouterr().err
     assert cli.main(["lambdas", "add", "--allow-negative", "-0.5", "-0"]) == 0
     assert instance.get_dynamic_partitions("lambda") == ["-0.5", "0.0"]
+
+
+@pytest.fixture
+def stubbed(monkeypatch):
+    """Every command replaced by a stub, so only argument parsing runs."""
+    calls = []
+    for name in ("cmd_sweep", "cmd_sql", "cmd_tables", "cmd_doctor"):
+        monkeypatch.setattr(cli, name, lambda args: calls.append(args) or 0)
+    return calls
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["sweep", "step-importance", "--max-problems", "-5"], "--max-problems"),
+    (["sweep", "step-importance", "--max-problems", "0"], "--max-problems"),
+    (["sweep", "step-importance", "--max-problems", "2.5"], "--max-problems"),
+    (["sweep", "step-importance", "--problems-per-run", "0"], "--problems-per-run"),
+    (["sweep", "step-importance", "--problems-per-run", "-1"], "--problems-per-run"),
+    (["sql", "SELECT 1", "--max-rows", "0"], "--max-rows"),
+    (["sql", "SELECT 1", "--max-rows", "-10"], "--max-rows"),
+    (["sql", "SELECT 1", "--timeout", "0"], "--timeout"),
+    (["sql", "SELECT 1", "--timeout", "-1"], "--timeout"),
+    (["sql", "SELECT 1", "--timeout", "nan"], "--timeout"),
+    (["sql", "SELECT 1", "--timeout", "inf"], "--timeout"),
+    (["tables", "--timeout", "0"], "--timeout"),
+    (["doctor", "--lambdas", "0"], "--lambdas"),
+    (["doctor", "--lambdas", "-2"], "--lambdas"),
+])
+def test_counts_and_timeouts_must_be_positive(stubbed, capsys, argv, option):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    assert f"argument {option}: " in capsys.readouterr().err
+    assert stubbed == []  # the command never ran
+
+
+def test_valid_counts_reach_the_command(stubbed):
+    assert cli.main(["sweep", "step-importance", "--max-problems", "5",
+                     "--problems-per-run", "2"]) == 0
+    assert cli.main(["sql", "SELECT 1", "--max-rows", "1", "--timeout", "0.5"]) == 0
+    assert (stubbed[0].max_problems, stubbed[0].problems_per_run) == (5, 2)
+    assert (stubbed[1].max_rows, stubbed[1].timeout) == (1, 0.5)
