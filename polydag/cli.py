@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 
 from polydag.core.ops import paths
@@ -93,8 +94,8 @@ def cmd_lambdas(args) -> int:
             try:
                 lambda_value(key)
             except LambdaKeyError as exc:
-                print(f"polydag lambdas: {exc}; remove it with `polydag lambdas remove {key}`",
-                      file=sys.stderr)
+                print(f"polydag lambdas: {exc}; remove it with "
+                      f"`polydag lambdas remove {shlex.quote(key)}`", file=sys.stderr)
         return 0
     if not args.values:
         print(f"polydag lambdas: {args.action} needs at least one λ key", file=sys.stderr)
@@ -255,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         "lambdas", help="list, add or remove λ partitions",
         description="add takes plain decimals (0.5, 2, 0.50; not 1e3, inf, +1, .5 or ' 1 ') and "
                     "stores their canonical keys (2 -> 2.0, 0.50 -> 0.5); remove takes the "
-                    "exact registered key, canonical or not, so bogus keys can be removed.",
+                    "exact registered key, canonical or not, so bogus keys can be removed; "
+                    "a key that is not registered removes nothing and exits 1.",
     )
     lambdas.add_argument("action", choices=["list", "add", "remove"])
     lambdas.add_argument("values", nargs="*",

@@ -49,6 +49,7 @@ def test_bogus_keys_from_the_ui_can_be_removed_exactly(instance, capsys):
     captured = capsys.readouterr()
     assert captured.out.splitlines() == ["1.0", "1", "abc", " 2 "]
     assert "polydag lambdas remove abc" in captured.err  # the bogus ones are pointed out
+    assert "polydag lambdas remove ' 2 '" in captured.err
     assert cli.main(["lambdas", "remove", "1", "abc", " 2 "]) == 0
     assert instance.get_dynamic_partitions("lambda") == ["1.0"]  # the real 1.0 stays
 
