@@ -16,10 +16,49 @@ DAGSTER_HOME defaults to ``data/dagster_home`` so that everything lands in one i
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import shlex
 import sys
 
 from polydag.core.ops import paths
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (a count; never a slice or a silent default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
+
+
+def _fail(command: str, exc: BaseException) -> int:
+    """Print ``exc`` as one ``polydag COMMAND: ...`` line; exit status 2 for bad input (a
+    ValueError), else 1 (a failed or refused query, a missing, unreadable or busy database)."""
+    print(f"polydag {command}: {exc}", file=sys.stderr)
+    return 2 if isinstance(exc, ValueError) else 1
+
+
+def _read_errors():
+    """What reading the results database may raise that is a message, not a bug."""
+    from polydag.core.storage.duck import DuckDBBusyError
+    from polydag.core.storage.sql import SqlError
+
+    return (SqlError, ValueError, FileNotFoundError, DuckDBBusyError)
 
 
 def _ensure_dagster_home() -> str:
@@ -39,7 +78,12 @@ def _instance():
 
 
 def cmd_lambdas(args) -> int:
-    from polydag.core.polychromic.lambdas import LambdaKeyError, canonical_lambda_key
+    from polydag.core.polychromic.lambdas import (
+        LambdaKeyError,
+        canonical_lambda_key,
+        lambda_value,
+        parse_lambda_key,
+    )
     from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME
 
     instance = _instance()
@@ -47,22 +91,42 @@ def cmd_lambdas(args) -> int:
     if args.action == "list":
         for key in existing:
             print(key)
+            try:
+                lambda_value(key)
+            except LambdaKeyError as exc:
+                print(f"polydag lambdas: {exc}; remove it with "
+                      f"`polydag lambdas remove {shlex.quote(key)}`", file=sys.stderr)
         return 0
-    try:
-        keys = [canonical_lambda_key(value) for value in args.values]
-    except LambdaKeyError as exc:
-        print(f"polydag: {exc}", file=sys.stderr)
+    if not args.values:
+        print(f"polydag lambdas: {args.action} needs at least one λ key", file=sys.stderr)
         return 2
     if args.action == "add":
+        try:
+            keys = [parse_lambda_key(v, allow_negative=args.allow_negative) for v in args.values]
+        except LambdaKeyError as exc:
+            print(f"polydag lambdas: {exc}", file=sys.stderr)
+            return 2
         new = [k for k in dict.fromkeys(keys) if k not in existing]
         if new:
             instance.add_dynamic_partitions(LAMBDA_PARTITIONS_NAME, new)
         print(f"λ partitions: {', '.join(existing + new)} (added: {', '.join(new) or 'none'})")
         return 0
-    for key in keys:  # remove
-        if key in existing:
-            instance.delete_dynamic_partition(LAMBDA_PARTITIONS_NAME, key)
-    print(f"removed: {', '.join(k for k in keys if k in existing) or 'none'}")
+    # remove: exactly the keys given, canonical or not, so that bogus keys can be cleaned up
+    unknown = [key for key in dict.fromkeys(args.values) if key not in existing]
+    for key in unknown:
+        try:
+            canonical = canonical_lambda_key(key)
+        except LambdaKeyError:
+            canonical = None
+        hint = f" (did you mean {canonical!r}?)" if canonical in existing else ""
+        print(f"polydag lambdas: λ partition {key!r} is not registered{hint}; nothing removed",
+              file=sys.stderr)
+    if unknown:
+        return 1
+    removed = list(dict.fromkeys(args.values))
+    for key in removed:
+        instance.delete_dynamic_partition(LAMBDA_PARTITIONS_NAME, key)
+    print(f"removed: {', '.join(removed)}")
     return 0
 
 
@@ -84,21 +148,18 @@ STEP_SUMMARY_COLUMNS = ("protocol", "scheme", "mode", "site", "position", "n", "
                         "importance_lo", "importance_hi", "flip_rate")
 
 
-def _read(query: str):
-    from polydag.core.storage.duck import connect
-
-    with connect(paths.duckdb_path(), read_only=True) as con:
-        return con.execute(query).pl()
-
-
 def cmd_verdict(args) -> int:
     """The verdict per λ (the headline columns; `polydag sql 'SELECT * FROM verdict'` has all)."""
     from polydag.core.storage.costs import total_sweep_cost
+    from polydag.core.storage.sql import read_table
     from polydag.core.storage.tables import markdown_table
 
-    frame = _read("SELECT * FROM verdict ORDER BY diversity_weight")
+    try:
+        frame = read_table("verdict", order_by="diversity_weight")
+        cost = total_sweep_cost(paths.duckdb_path())
+    except _read_errors() as exc:
+        return _fail("verdict", exc)
     print(markdown_table(frame, [c for c in VERDICT_COLUMNS if c in frame.columns]))
-    cost = total_sweep_cost(paths.duckdb_path())
     print(f"\nsweep cost so far: ${cost['cost_usd']:.4f} ({cost['device_hours']:.3f} device-hours, "
           f"{cost['gpu_hours']:.3f} GPU-hours, {cost['n_records']} heavy materializations)")
     return 0
@@ -106,9 +167,13 @@ def cmd_verdict(args) -> int:
 
 def cmd_summary(args) -> int:
     """Step importance by position (and the baseline and null-control lines)."""
+    from polydag.core.storage.sql import read_table
     from polydag.core.storage.tables import markdown_table
 
-    frame = _read("SELECT * FROM step_importance_summary")
+    try:
+        frame = read_table("step_importance_summary")
+    except _read_errors() as exc:
+        return _fail("summary", exc)
     for view in ("baseline", "null_control"):
         part = frame.filter(frame["view"] == view)
         shown = [c for c in part.columns if c != "view" and part[c].null_count() < part.height]
@@ -120,8 +185,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_sql(args) -> int:
-    from polydag.core.storage.duck import DuckDBBusyError
-    from polydag.core.storage.sql import SqlError, pick_format, run_query, write_result
+    from polydag.core.storage.sql import pick_format, run_query, write_result
 
     try:
         fmt = pick_format(args.format, args.out)
@@ -129,9 +193,8 @@ def cmd_sql(args) -> int:
             raise ValueError("parquet is binary: give a file with --out result.parquet")
         frame = run_query(args.query, args.db, timeout_s=args.timeout)
         write_result(frame, fmt, args.out, max_rows=args.max_rows)
-    except (SqlError, ValueError, FileNotFoundError, DuckDBBusyError) as exc:
-        print(f"polydag sql: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
+    except _read_errors() as exc:
+        return _fail("sql", exc)
     if args.out is not None:
         print(f"wrote {frame.height} rows to {args.out} ({fmt})", file=sys.stderr)
     return 0
@@ -140,15 +203,13 @@ def cmd_sql(args) -> int:
 def cmd_tables(args) -> int:
     from pathlib import Path
 
-    from polydag.core.storage.duck import DuckDBBusyError
     from polydag.core.storage.sql import describe_tables, list_tables
 
     db_path = Path(args.db) if args.db else paths.duckdb_path()
     try:
         print(describe_tables(list_tables(db_path, timeout_s=args.timeout), db_path))
-    except DuckDBBusyError as exc:
-        print(f"polydag tables: {exc}", file=sys.stderr)
-        return 1
+    except _read_errors() as exc:
+        return _fail("tables", exc)
     return 0
 
 
@@ -191,41 +252,64 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="polydag", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    lambdas = sub.add_parser("lambdas", help="list, add or remove λ partitions")
+    lambdas = sub.add_parser(
+        "lambdas", help="list, add or remove λ partitions",
+        description="add takes plain decimals (0.5, 2, 0.50; not 1e3, inf, +1, .5 or ' 1 ') and "
+                    "stores their canonical keys (2 -> 2.0, 0.50 -> 0.5); remove takes the "
+                    "exact registered key, canonical or not, so bogus keys can be removed; "
+                    "a key that is not registered removes nothing and exits 1.",
+    )
     lambdas.add_argument("action", choices=["list", "add", "remove"])
-    lambdas.add_argument("values", nargs="*", help="λ values, e.g. 0.5 3.0")
+    lambdas.add_argument("values", nargs="*",
+                         help="add: λ values, e.g. 0.5 3; remove: registered keys, exactly")
+    lambdas.add_argument("--allow-negative", action="store_true",
+                         help="add: allow λ < 0 (a negative weight rewards sameness)")
     lambdas.set_defaults(func=cmd_lambdas)
 
     sweep = sub.add_parser("sweep", help="materialize missing partitions in ranged runs")
     sweep.add_argument("target", choices=["step-importance"])
-    sweep.add_argument("--max-problems", type=int, default=None,
+    sweep.add_argument("--max-problems", type=_positive_int, default=None,
                        help="only the first N problem partitions (default: all)")
-    sweep.add_argument("--problems-per-run", type=int, default=None,
+    sweep.add_argument("--problems-per-run", type=_positive_int, default=None,
                        help="problems per ranged run (default: the asset's backfill policy)")
     sweep.set_defaults(func=cmd_sweep)
 
-    verdict = sub.add_parser("verdict", help="print the verdict table and the sweep's cost")
+    verdict = sub.add_parser("verdict", help="print the verdict table and the sweep's cost",
+                             epilog="exit status: 1 when the database or the table is missing or "
+                                    "unreadable")
     verdict.set_defaults(func=cmd_verdict)
 
-    summary = sub.add_parser("summary", help="print a summary table")
+    summary = sub.add_parser("summary", help="print a summary table",
+                             epilog="exit status: 1 when the database or the table is missing or "
+                                    "unreadable")
     summary.add_argument("target", choices=["step-importance"])
     summary.set_defaults(func=cmd_summary)
 
-    sql = sub.add_parser("sql", help="query the results database (read-only)")
+    sql = sub.add_parser(
+        "sql", help="query the results database (read-only)",
+        description="Run one read-only query (SELECT, WITH, FROM, VALUES, TABLE, DESCRIBE, SHOW, "
+                    "SUMMARIZE, PRAGMA table_info, EXPLAIN) on the results database. The "
+                    "connection can write nothing: not the database, files or other databases, "
+                    "and it cannot load extensions or reach the network.",
+        epilog="exit status: 0 done; 1 the query failed or was refused, or the database is "
+               "missing, not a DuckDB file or stayed locked; 2 bad input (empty SQL, a bad "
+               "option value, parquet without --out).",
+    )
     sql.add_argument("query", help='SQL, e.g. "SELECT * FROM metrics_summary"')
     sql.add_argument("--format", choices=["table", "csv", "json", "parquet"], default=None,
                      help="output format (default: from --out's suffix, else table)")
     sql.add_argument("--out", default=None, help="write to this file instead of stdout")
     sql.add_argument("--db", default=None, help="database file (default: data/polydag.duckdb)")
-    sql.add_argument("--timeout", type=float, default=60.0,
+    sql.add_argument("--timeout", type=_positive_seconds, default=60.0,
                      help="seconds to wait while a run holds the database (default 60)")
-    sql.add_argument("--max-rows", type=int, default=1000,
+    sql.add_argument("--max-rows", type=_positive_int, default=1000,
                      help="rows shown by --format table (default 1000; files get all)")
     sql.set_defaults(func=cmd_sql)
 
     tables = sub.add_parser("tables", help="list the tables and their documented columns")
     tables.add_argument("--db", default=None, help="database file (default: data/polydag.duckdb)")
-    tables.add_argument("--timeout", type=float, default=60.0)
+    tables.add_argument("--timeout", type=_positive_seconds, default=60.0,
+                        help="seconds to wait while a run holds the database (default 60)")
     tables.set_defaults(func=cmd_tables)
 
     doctor = sub.add_parser("doctor", help="check this machine and estimate the sweep's time")
@@ -238,12 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--deep", action="store_true",
                         help="also load the embedding model and encode a sentence (~12 s)")
     doctor.add_argument("--no-estimate", action="store_true", help="skip the sweep estimate")
-    doctor.add_argument("--lambdas", type=int, default=None,
+    doctor.add_argument("--lambdas", type=_positive_int, default=None,
                         help="λ values in the sweep (default: the registered λ partitions)")
     doctor.add_argument("--json", action="store_true", help="print the results as JSON")
     doctor.set_defaults(func=cmd_doctor)
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "lambdas" and not any(e.startswith("--") for e in extra):
+        # argparse stops filling `values` at the first flag: `add --allow-negative -0.5` leaves
+        # -0.5 over; it is a value all the same
+        args.values += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 
