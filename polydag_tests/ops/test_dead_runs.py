@@ -236,9 +236,9 @@ def test_waiting_runs_sleep_name_the_holder_stop_on_signals_and_take_a_dead_hold
                 return run if run and run.run_id in info.active_run_ids else None
 
             held = _wait(_holds, 90, "the holder to claim the gpu slot")
-            term, intr = (_materialize(home, tmp_path, n, 1) for n in ("term", "intr"))
-            procs += [term, intr]
-            for waiter in (term, intr):
+            term, intr, ui = (_materialize(home, tmp_path, n, 1) for n in ("term", "intr", "ui"))
+            procs += [term, intr, ui]
+            for waiter in (term, intr, ui):
                 run = _wait(lambda: _run_of(instance, waiter.pid), 90, "the waiter to start")
                 _wait(lambda: any("Waiting for a slot" in m for m in _warnings(instance, run.run_id)),
                       60, "the waiter's WARNING")
@@ -258,6 +258,12 @@ def test_waiting_runs_sleep_name_the_holder_stop_on_signals_and_take_a_dead_hold
                 assert any("Received SIGTERM or SIGINT while step gpu_probe waited" in m
                            for m in _warnings(instance, run.run_id))
                 assert not (tmp_path / f"{run.run_id}.json").exists()  # the step never ran
+
+            # Terminate in the UI reaches a CLI run too: the launcher finds it by its tags
+            run = _run_of(instance, ui.pid)
+            assert instance.run_launcher.terminate(run.run_id)
+            ui.wait(timeout=20)
+            assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELED
 
             # a holder killed while a run waits: the waiter reaps it and takes the slot
             waiter = _materialize(home, tmp_path, "waiter", 0.1)
