@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from polydag.instance.constants import WORKER_PID_TAG
 from polydag_tests.e2e.harness import REPO, TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
 from polydag_tests.e2e.test_step_importance import write_problems
 
@@ -66,13 +65,17 @@ SWEEP = [sys.executable, "-m", "polydag.cli", "sweep", "step-importance",
          "--max-problems", str(N_PROBLEMS)]
 
 
-def _start(cmd, env, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "wb"),
+def _start(pipe, cmd, env, log: Path) -> subprocess.Popen:
+    before = {r.run_id for r in pipe.instance.get_runs()}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
+    proc.runs_before = before
+    return proc
 
 
-def _runs_of(instance, pid: int):
-    return [r for r in instance.get_runs() if r.tags.get(WORKER_PID_TAG) == str(pid)]
+def _runs_of(instance, proc):
+    """The runs ``proc`` created, newest first (found without polydag's worker tags)."""
+    return [r for r in instance.get_runs() if r.run_id not in proc.runs_before]
 
 
 def _events(instance, run_id, event_type):
@@ -86,7 +89,7 @@ def _kill_while_holding_the_slot(pipe, proc, step: str, log: Path, after_s: floa
     while True:
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "the GPU step never started"
-        runs = _runs_of(instance, proc.pid)
+        runs = _runs_of(instance, proc)
         if runs and any(e.step_key == step for e in
                         _events(instance, runs[0].run_id, DagsterEventType.STEP_START)):
             break
@@ -105,7 +108,7 @@ def _kill_while_holding_the_slot(pipe, proc, step: str, log: Path, after_s: floa
 def _run_again(pipe, cmd, env, log: Path):
     """Run ``cmd`` to completion; returns its runs and how long it took."""
     started = time.monotonic()
-    proc = _start(cmd, env, log)
+    proc = _start(pipe, cmd, env, log)
     try:
         code = proc.wait(timeout=NEXT_RUN_BOUND_S)
     except subprocess.TimeoutExpired:
@@ -115,7 +118,7 @@ def _run_again(pipe, cmd, env, log: Path):
                     + log.read_text()[-3000:])
     wall = time.monotonic() - started
     assert code == 0, log.read_text()[-3000:]
-    runs = _runs_of(pipe.instance, proc.pid)
+    runs = _runs_of(pipe.instance, proc)
     assert runs and all(r.status == DagsterRunStatus.SUCCESS for r in runs)
     return runs, wall
 
@@ -155,7 +158,8 @@ def _check_recovered(pipe, dead, killed_pid, new_runs, step, wall):
 
 def test_killed_training_run_frees_the_gpu_pool(world, tmp_path):
     pipe, env, _ = world
-    proc = _start(_materialize_cmd("lora_checkpoints", SLOW_LORA), env, tmp_path / "killed.log")
+    proc = _start(pipe, _materialize_cmd("lora_checkpoints", SLOW_LORA), env,
+                  tmp_path / "killed.log")
     dead = _kill_while_holding_the_slot(pipe, proc, "lora_checkpoints", tmp_path / "killed.log", 3)
     assert not pipe.table_exists("lora_checkpoints")
 
@@ -170,7 +174,7 @@ def test_killed_generation_run_frees_the_gpu_pool(world, tmp_path):
     pipe, env, _ = world
     if not pipe.table_exists("lora_checkpoints"):
         pytest.skip("needs the adapter of the training test")
-    proc = _start(_materialize_cmd("generations", SLOW_GEN), env, tmp_path / "killed.log")
+    proc = _start(pipe, _materialize_cmd("generations", SLOW_GEN), env, tmp_path / "killed.log")
     dead = _kill_while_holding_the_slot(pipe, proc, "generations", tmp_path / "killed.log", 3)
     assert not pipe.table_exists("generations")
 
@@ -184,7 +188,8 @@ def test_killed_generation_run_frees_the_gpu_pool(world, tmp_path):
 
 def test_killed_sweep_frees_the_gpu_pool(world, tmp_path):
     pipe, env, _ = world
-    proc = _start([*SWEEP, "--problems-per-run", str(N_PROBLEMS)], env, tmp_path / "killed.log")
+    proc = _start(pipe, [*SWEEP, "--problems-per-run", str(N_PROBLEMS)], env,
+                  tmp_path / "killed.log")
     dead = _kill_while_holding_the_slot(pipe, proc, "step_importance", tmp_path / "killed.log", 1)
     assert not pipe.instance.get_materialized_partitions(AssetKey("step_importance"))
 
