@@ -8,7 +8,10 @@
   connections that wait while a run writes and never make a run fail); ``polydag tables``
   lists its tables with their documented columns.
 * ``polydag doctor`` checks this machine (torch/CUDA, GPU memory, disk, offline models and
-  tokenizers, DuckDB, DAGSTER_HOME, model paths) and estimates the sweep's duration.
+  tokenizers, DuckDB, DAGSTER_HOME, stuck runs and held pool slots, model paths) and
+  estimates the sweep's duration.
+* ``polydag runs status`` shows the runs in progress and who holds each pool's slots;
+  ``polydag runs reap`` fails the runs whose worker died and frees their slots.
 
 DAGSTER_HOME defaults to ``data/dagster_home`` so that everything lands in one instance.
 """
@@ -243,9 +246,42 @@ def cmd_doctor(args) -> int:
         deep=args.deep,
         estimate=not args.no_estimate,
         n_lambdas=n_lambdas,
+        runs=True,
     )
     print(doctor.results_as_json(results) if args.json else doctor.format_results(results))
     return 1 if any(r.status == doctor.FAIL for r in results) else 0
+
+
+def cmd_runs(args) -> int:
+    """Runs in progress and pool slots (status), or fail dead runs and free their slots (reap)."""
+    from polydag.instance.reaper import inspect_runs, reap_dead_runs
+
+    instance = _instance()
+    if args.action == "status":
+        seen = inspect_runs(instance)
+        for pool, (limit, claimed) in sorted(seen.pools.items()):
+            print(f"pool {pool}: {claimed}/{limit} slots claimed")
+        if not seen.runs:
+            print("no runs in progress and no slots held")
+        for view in seen.runs.values():
+            mark = "STUCK " if view.dead or view.stale_holder else ""
+            print(f"{mark}{view.describe()}")
+        return 1 if seen.stale_holders or seen.dead_runs else 0
+    try:
+        reaped = reap_dead_runs(instance, force_run_ids=args.run, dry_run=args.dry_run,
+                                by=f"polydag runs reap (pid {os.getpid()})")
+    except ValueError as exc:
+        print(f"polydag runs: {exc}", file=sys.stderr)
+        return 2
+    for entry in reaped:
+        print(("would reap " if args.dry_run else "reaped ") + entry.describe())
+    skipped = [r for r in args.run if r not in {e.run_id for e in reaped}]
+    for run_id in skipped:
+        print(f"not reaped: run {run_id} is finished, or its worker is alive (stop it instead: "
+              "kill -TERM its pid, or Terminate in the UI)", file=sys.stderr)
+    if not reaped and not skipped:
+        print("nothing to reap: no dead runs on this host and no slots held by finished runs")
+    return 1 if skipped else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,6 +362,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="λ values in the sweep (default: the registered λ partitions)")
     doctor.add_argument("--json", action="store_true", help="print the results as JSON")
     doctor.set_defaults(func=cmd_doctor)
+
+    runs = sub.add_parser("runs", help="runs in progress and pool slots; reap dead runs")
+    runs.add_argument("action", choices=["status", "reap"],
+                      help="status: who runs and holds slots; reap: fail dead runs, free slots")
+    runs.add_argument("--run", action="append", default=[], metavar="RUN_ID",
+                      help="reap: also this in-progress run whose worker cannot be checked "
+                           "(no recorded worker, or another host); never a live one here")
+    runs.add_argument("--dry-run", action="store_true", help="reap: only say what would be done")
+    runs.set_defaults(func=cmd_runs)
 
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "lambdas" and not any(e.startswith("--") for e in extra):

@@ -9,7 +9,6 @@ import warnings
 from dagster import (
     BetaWarning,
     Definitions,
-    in_process_executor,
     load_asset_checks_from_modules,
     load_assets_from_modules,
 )
@@ -27,6 +26,7 @@ from polydag.defs.resources import build_resources
 from polydag.defs.polychromic.sensors import SENSORS
 from polydag.defs.step_importance import assets as step_assets
 from polydag.defs.step_importance import checks as step_checks
+from polydag.instance.executor import polydag_executor
 
 ASSET_MODULES = [polychromic_assets, evaluation_assets, step_assets]
 CHECK_MODULES = [polychromic_checks, evaluation_checks, step_checks]
@@ -42,8 +42,9 @@ def build_defs(data_dir=None) -> Definitions:
         resources=build_resources(data_dir),
         sensors=[*SENSORS, build_fill_sensor()],
         # One process per run: steps share the loaded torch and the 2-core machine; the GPU
-        # launcher isolates runs from each other instead.
-        executor=in_process_executor,
+        # launcher isolates runs from each other instead. Dagster's in-process executor that
+        # also fails runs whose worker died and frees their pool slots (instance/executor.py).
+        executor=polydag_executor,
     )
 
 

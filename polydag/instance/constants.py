@@ -13,6 +13,9 @@ Conventions (the GPU assets carry the first two themselves):
   ``polydag/gpu=0`` on a run forces it onto the CPU;
 * ``polydag/cuda_visible_devices``: written by the launcher, the device the run was given
   (``""`` on the CPU). Runs still in progress with this tag hold that device.
+* ``polydag/worker_host``, ``polydag/worker_pid``, ``polydag/worker_started``: the process
+  that executes the run, written by polydag's executor in every run (and host and pid by the
+  launcher at launch); :mod:`polydag.instance.workers` tells from them whether it still runs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ DEVICE_TAG = "polydag/cuda_visible_devices"
 PLACEMENT_TAG = "polydag/placement"  # gpu | cpu-fallback | cpu
 WORKER_PID_TAG = "polydag/worker_pid"
 WORKER_HOST_TAG = "polydag/worker_host"
+# "<boot id>:<start time in clock ticks>" of the worker process: with host and pid, what tells
+# a live worker from a dead one whose pid was reused (polydag.instance.workers)
+WORKER_STARTED_TAG = "polydag/worker_started"
 
 _FALSE = {"0", "false", "no", "off", ""}
 

@@ -19,13 +19,37 @@ breaks in this one file, and ``grep -rn "dagster\\._" polydag`` shows the whole 
 * ``DbIOManager``, ``DbTypeHandler``, ``TableSlice``: dagster-duckdb's IO manager is built on
   them; :mod:`polydag.defs.storage.io_manager` subclasses its type handler and builds its own
   ``DbIOManager`` to make partition replacement transactional.
+* ``JobFailureData``, ``RunFailureReason``: the payload of a run-failure event, so that a run
+  whose worker died is reported as Dagster's own run monitoring reports one
+  (UNEXPECTED_TERMINATION) by :mod:`polydag.instance.reaper`.
+* ``InProcessExecutor``, ``ExecuteRunWithPlanIterable``, ``PlanExecutionContextManager``,
+  ``inner_plan_execution_iterator``, ``InstanceConcurrencyContext``,
+  ``check_captured_interrupt``: the pieces of Dagster's in-process executor that
+  :mod:`polydag.instance.executor` reassembles with its own concurrency context (which sleeps
+  while a step waits for a pool slot, reaps dead holders and honours SIGTERM/SIGINT). There is
+  no public hook for the wait loop.
+* ``core_execute_in_process``, ``type_check_and_normalize_args``, ``merge_run_tags``,
+  ``InMemoryJob``: the body of ``JobDefinition.execute_in_process``, which always swaps in a
+  plain in-process executor; :func:`polydag.instance.executor.execute_in_process` runs the same
+  with polydag's.
 * ``ASSET_PARTITION_RANGE_START_TAG``, ``ASSET_PARTITION_RANGE_END_TAG``: the run tags that make
   one run cover a partition range. ``execute_job`` has no partition-range parameter, so the
   step-importance sweep (:mod:`polydag.defs.step_importance.sweeps`) sets them itself, as
   ``dagster asset materialize --partition-range`` and the backfill daemon do.
 """
 
-from dagster._core.events import EngineEventData
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.events import EngineEventData, JobFailureData, RunFailureReason
+from dagster._core.execution.api import ExecuteRunWithPlanIterable
+from dagster._core.execution.context_creation_job import PlanExecutionContextManager
+from dagster._core.execution.execute_in_process import (
+    core_execute_in_process,
+    merge_run_tags,
+    type_check_and_normalize_args,
+)
+from dagster._core.execution.plan.execute_plan import inner_plan_execution_iterator
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.launcher import (
     CheckRunHealthResult,
     LaunchRunContext,
@@ -40,6 +64,7 @@ from dagster._core.storage.tags import (
 )
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster._utils.interrupts import check_captured_interrupt
 
 __all__ = [
     "ASSET_PARTITION_RANGE_END_TAG",
@@ -51,9 +76,21 @@ __all__ = [
     "DbTypeHandler",
     "EngineEventData",
     "ExecuteRunArgs",
+    "ExecuteRunWithPlanIterable",
     "IN_PROGRESS_RUN_STATUSES",
+    "InMemoryJob",
+    "InProcessExecutor",
+    "InstanceConcurrencyContext",
+    "JobFailureData",
     "LaunchRunContext",
+    "PlanExecutionContextManager",
+    "RunFailureReason",
     "RunLauncher",
     "TableSlice",
     "WorkerStatus",
+    "check_captured_interrupt",
+    "core_execute_in_process",
+    "inner_plan_execution_iterator",
+    "merge_run_tags",
+    "type_check_and_normalize_args",
 ]

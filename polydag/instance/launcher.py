@@ -22,10 +22,13 @@ clear error when ``require_gpu`` is set. Runs that need no GPU get ``CUDA_VISIBL
 (``hide_gpus_from_cpu_runs``) so they never take memory on a device another run was given.
 
 Every child is waited for by a thread, so finished workers never linger as zombies. Health
-checks (run monitoring) and terminate find a worker by the pid and host in the run's tags and
-check ``/proc/<pid>/cmdline`` names the run, so a recycled pid is never mistaken for it. Runs
-this launcher did not start (``dagster asset materialize`` runs in process) report RUNNING to
-run monitoring, which would otherwise mark them failed while they run. Linux only (/proc).
+checks (run monitoring) and terminate find a worker by the host, pid and process start time
+in the run's tags (:func:`polydag.instance.workers.worker_state`), so a recycled pid is never
+mistaken for it. That covers runs this launcher did not start too: polydag's executor records
+the worker of every run, ``dagster asset materialize`` and ``polydag sweep`` runs included, so
+run monitoring fails those whose process died on this host. Runs on another host, and runs
+with no recorded worker, report RUNNING (unchecked) rather than be failed while they may be
+running. Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from polydag.instance.dagster_internals import (
     WorkerStatus,
 )
 from polydag.instance.placement import run_needs_gpu
+from polydag.instance.workers import ALIVE, DEAD, worker_state
 
 _log = logging.getLogger(__name__)
 
@@ -248,10 +252,8 @@ class PolydagRunLauncher(RunLauncher, ConfigurableClass):
             child = self._children.get(run.run_id)
         if child is not None:
             return child[0].pid if child[0].poll() is None else None
-        pid = run.tags.get(WORKER_PID_TAG)
-        if not pid or run.tags.get(WORKER_HOST_TAG) != socket.gethostname():
-            return None
-        return int(pid) if _is_live_worker(int(pid), run.run_id) else None
+        state = worker_state(run.run_id, run.tags)
+        return state.pid if state.status == ALIVE else None
 
     def can_terminate(self, run_id: str) -> bool:
         """Whether ``run_id`` is in progress with a live worker this launcher can signal."""
@@ -269,13 +271,15 @@ class PolydagRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.report_run_canceling(run)
         os.kill(pid, signal.SIGTERM)  # dagster maps SIGTERM to SIGINT: the run stops cleanly
         deadline = time.monotonic() + self.terminate_grace_seconds
-        while time.monotonic() < deadline and _is_live_worker(pid, run_id):
+        while time.monotonic() < deadline and self._worker_pid(run) == pid:
             time.sleep(0.2)
-        if _is_live_worker(pid, run_id):
-            os.killpg(pid, signal.SIGKILL)  # the worker leads its own session and group
+        if self._worker_pid(run) == pid:
+            # a launched worker leads its own session and group; a CLI run's process does not
+            leader = os.getpgid(pid) == pid
+            (os.killpg if leader else os.kill)(pid, signal.SIGKILL)
             self._report(run, f"worker pid {pid} ignored SIGTERM for "
-                         f"{self.terminate_grace_seconds:.0f}s; killed its process group",
-                         logging.WARNING, {})
+                         f"{self.terminate_grace_seconds:.0f}s; killed "
+                         + ("its process group" if leader else "it"), logging.WARNING, {})
         run = self._instance.get_run_by_id(run_id)
         if run and not run.is_finished:
             self._instance.report_run_canceled(run, message="Run worker terminated by polydag launcher")
@@ -297,17 +301,17 @@ class PolydagRunLauncher(RunLauncher, ConfigurableClass):
         if code is not None:
             status = WorkerStatus.SUCCESS if code == 0 else WorkerStatus.FAILED
             return CheckRunHealthResult(status, f"run worker exited with code {code}")
-        pid, host = run.tags.get(WORKER_PID_TAG), run.tags.get(WORKER_HOST_TAG)
-        if not pid or host != socket.gethostname():
-            # Not a worker this launcher started on this host: an in-process run of
-            # `dagster asset materialize`, or another machine's. Run monitoring fails every run
-            # whose status is not RUNNING/SUCCESS, so say RUNNING rather than fail a run we
-            # cannot see.
-            where = "no worker pid recorded" if not pid else f"worker is on host {host}"
-            return CheckRunHealthResult(WorkerStatus.RUNNING, f"not checked: {where}")
-        if _is_live_worker(int(pid), run.run_id):
-            return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=pid)
-        return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker pid {pid} is gone")
+        # Another launcher process's worker, or a run this launcher never started (`dagster
+        # asset materialize`, `polydag sweep`): judged by the worker its executor recorded.
+        state = worker_state(run.run_id, run.tags)
+        if state.status == ALIVE:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, state.reason,
+                                        run_worker_id=str(state.pid))
+        if state.status == DEAD:
+            return CheckRunHealthResult(WorkerStatus.FAILED, state.reason)
+        # Another machine's run, or no worker recorded. Run monitoring fails every run whose
+        # status is not RUNNING/SUCCESS, so say RUNNING rather than fail a run we cannot see.
+        return CheckRunHealthResult(WorkerStatus.RUNNING, f"not checked: {state.reason}")
 
     def get_run_worker_debug_info(self, run: DagsterRun, include_container_logs: bool | None = True):
         path = Path(self._instance.root_directory) / "run_workers" / f"{run.run_id}.log"
@@ -327,14 +331,3 @@ class PolydagRunLauncher(RunLauncher, ConfigurableClass):
                 raise TimeoutError(f"run workers still running: {[p.pid for p in procs]}")
             time.sleep(0.1)
 
-
-def _is_live_worker(pid: int, run_id: str) -> bool:
-    """True while ``pid`` runs ``dagster api execute_run`` for ``run_id`` (not a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            state = handle.read().rsplit(b")", 1)[1].split()[0]
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != b"Z" and run_id.encode() in cmdline

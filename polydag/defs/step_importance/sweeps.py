@@ -22,6 +22,7 @@ from polydag.instance.dagster_internals import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
+from polydag.instance.executor import execute_in_process
 
 STEP_IMPORTANCE = AssetKey("step_importance")
 
@@ -102,7 +103,10 @@ def sweep_step_importance(
     with progress(len(missing), "sweep step_importance", unit="problem") as bar:
         for keys in ranges:
             started = time.monotonic()
-            run = job.execute_in_process(
+            # polydag's executor, like every other run (JobDefinition.execute_in_process would
+            # swap in Dagster's): a killed sweep's run is reaped instead of holding the gpu pool
+            run = execute_in_process(
+                job,
                 run_config=run_config,
                 instance=instance,
                 asset_selection=[STEP_IMPORTANCE],
