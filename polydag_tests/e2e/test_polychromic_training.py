@@ -54,6 +54,14 @@ def test_adapters_load_outside_polydag(trained):
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
+def test_the_training_curves_picture_is_in_the_metadata(trained):
+    _, _, result = trained
+    meta = result.asset_materializations_for_node("lora_checkpoints")[0].metadata
+    assert meta["training_curves"].value.startswith("![training curves](data:image/png;base64,")
+    png = Path(meta["training_curves_path"].value)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
 def test_lambda_zero_is_reproducible_bit_for_bit(trained):
     pipe, _, _ = trained
     before = pipe.sql("SELECT adapter_sha256 FROM lora_checkpoints WHERE lambda_key='0.0'").item()

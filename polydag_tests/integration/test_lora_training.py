@@ -249,3 +249,33 @@ def test_a_diversity_step_and_an_evaluation_draw_give_identical_texts(base_dir, 
     evaluation_texts = [text for replies in evaluation[2 * len(prompts):] for text in replies]
     assert len(set(training_texts)) > 1  # real samples, not one repeated string
     assert evaluation_texts == training_texts
+
+
+def test_chat_template_prompting_masks_the_prompt_and_ends_replies_at_end_of_turn(base_dir, tmp_path):
+    """The researchers' format: the tokenizer's own chat template (the built-in one is ChatML),
+    their instruction text, enable_thinking=False; only the reply and its end-of-turn are
+    learned, and sampling stops there."""
+    from polydag.core.polychromic.hf_trainer import PairCollator
+    from polydag.core.polychromic.prompting import encode_prompt, encode_reply
+    from polydag.core.polychromic.trainer import diversity_samples
+
+    cfg = replace(CFG, prompt_format="chat", chat_template_kwargs={"enable_thinking": False}, max_steps=2)
+    fmt = cfg.prompt()
+    _, tokenizer = load_model_and_tokenizer(base_dir)
+    prompt_ids = encode_prompt(tokenizer, PAIRS[0][0], fmt)
+    text = tokenizer.decode(prompt_ids)
+    assert text.startswith("<|im_start|>user\nGenerate an engaging Twitter reply to this tweet:\n\n" + PAIRS[0][0])
+    assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    reply_ids = encode_reply(tokenizer, PAIRS[0][1], fmt)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert reply_ids[-1] == end and tokenizer.decode(reply_ids[:-1]) == PAIRS[0][1]
+    batch = PairCollator([(prompt_ids, reply_ids)], tokenizer.pad_token_id)([{"index": 0}])
+    labels = batch["labels"][0].tolist()
+    assert labels[: len(prompt_ids)] == [-100] * len(prompt_ids) and labels[len(prompt_ids):] == reply_ids
+
+    result, rows = _train(base_dir, tmp_path / "chat", cfg)
+    assert len(rows) == 2 and (tmp_path / "chat" / ADAPTER_WEIGHTS_FILE).is_file()
+    model, _ = load_model_and_tokenizer(base_dir)
+    ids, _ = diversity_samples(model, tokenizer, [prompt_ids], replace(cfg, max_new_tokens=24), step=0)
+    newline = {i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])}
+    assert all(len(row) == 24 or row[-1] in newline | {end, tokenizer.eos_token_id} for row in ids)

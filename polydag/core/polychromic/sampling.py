@@ -85,6 +85,10 @@ def stop_tokens(model, tokenizer) -> StopTokens:
     for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
         if source is not None:
             eos.update([source] if isinstance(source, int) else list(source))
+    # a chat model's assistant turn ends at the template's end-of-turn token (ChatML's <|im_end|>)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    if end_of_turn is not None:
+        eos.add(end_of_turn)
     if not eos:
         raise ValueError("the tokenizer has no EOS token and the model's generation_config names none")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from polydag.core.ops.atomic_dir import atomic_output_dir
-from polydag.core.polychromic.base_model import encode_prompt, encode_reply, load_model_and_tokenizer, resolve_device
+from polydag.core.polychromic.base_model import load_model_and_tokenizer, resolve_device
+from polydag.core.polychromic.prompting import PLAIN, PromptFormat, encode_prompt, encode_reply
 from polydag.core.polychromic.config import PolychromicTrainConfig
 from polydag.core.polychromic.objective import (
     diversity_surrogate_loss,
@@ -122,13 +123,15 @@ class TrainResult:
 # helpers
 
 
-def _encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, reply ids + EOS) per pair, cut to ``max_length`` keeping >= 1 reply token."""
+def _encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int,
+                  fmt: PromptFormat = PLAIN) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, reply ids + its end token) per pair in format ``fmt``, cut to ``max_length``
+    keeping >= 1 reply token."""
     out = []
     for i, pair in enumerate(pairs):
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) and x.strip() for x in pair)):
             raise ValueError(f"train_pairs[{i}] must be a (prompt, reply) pair of non-empty strings, got {pair!r:.80}")
-        p, r = encode_prompt(tokenizer, pair[0]), encode_reply(tokenizer, pair[1])
+        p, r = encode_prompt(tokenizer, pair[0], fmt), encode_reply(tokenizer, pair[1], fmt)
         if len(p) + len(r) > max_length:
             r = r[: max(1, max_length - len(p))]
             p = p[-(max_length - len(r)):]
@@ -322,10 +325,68 @@ class _DiversityContext:
         return _DiversityOutcome(score, term, loss_value)
 
 
+def _quantization(cfg: PolychromicTrainConfig, device: str):
+    """The ``BitsAndBytesConfig`` of ``load_in_4bit``, or None; a clear error where it cannot run."""
+    if not cfg.load_in_4bit:
+        return None
+    import importlib.util
+
+    if not device.startswith("cuda") or importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError("load_in_4bit needs a CUDA device and the bitsandbytes package (pip install "
+                         f"bitsandbytes); this run is on {device}. Set load_in_4bit: false to train unquantized.")
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, cfg.bnb_4bit_compute_dtype),
+                              bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
+                              bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant)
+
+
+def _tracker_environment(cfg: PolychromicTrainConfig, output_dir: Path) -> None:
+    """Local, offline defaults for the trackers transformers' callbacks talk to; variables the
+    user set win."""
+    from polydag.core.ops import paths
+
+    if "wandb" in cfg.report_to:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(paths.data_dir()))
+        os.environ["WANDB_PROJECT"] = cfg.wandb_project or os.environ.get("WANDB_PROJECT", "polydag")
+        if cfg.wandb_tags:
+            os.environ["WANDB_TAGS"] = ",".join(cfg.wandb_tags)
+    if "mlflow" in cfg.report_to:
+        # a local SQLite store: MLflow 3 keeps the ./mlruns file store in maintenance mode only
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{(paths.data_dir() / 'mlflow.db').resolve()}")
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "polydag")
+    if "tensorboard" in cfg.report_to:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = cfg.logging_dir or str(output_dir / "runs")
+    for tracker, module in (("wandb", "wandb"), ("mlflow", "mlflow"), ("tensorboard", "tensorboard")):
+        if tracker in cfg.report_to:
+            import importlib.util
+
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(f"report_to {tracker} needs the {module} package: pip install 'polydag[tracking]'")
+
+
+def _finish_trackers(cfg: PolychromicTrainConfig) -> None:
+    """End the tracker runs transformers' callbacks opened, so everything is written (a W&B
+    offline run is flushed to its file only when it finishes)."""
+    if "wandb" in cfg.report_to:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    if "mlflow" in cfg.report_to:
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.end_run()
+
+
 def _training_arguments(cfg: PolychromicTrainConfig, output_dir: Path, device: str, *, resumable: bool,
                         has_eval: bool):
     from transformers import TrainingArguments
 
+    _tracker_environment(cfg, output_dir)
     on_cuda = device.startswith("cuda")
     bf16 = on_cuda if cfg.bf16 is None else cfg.bf16
     save = resumable and cfg.save_steps > 0
@@ -391,7 +452,7 @@ def train_lora_adapter(
 
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
 
     from polydag.core.ops.progress import progress
     from polydag.core.polychromic.hf_trainer import (
@@ -417,24 +478,30 @@ def train_lora_adapter(
     if needs_embedder and embedder is None:
         from polydag.core.evaluation.embeddings import load_embedder
 
-        embedder = load_embedder()
+        embedder = load_embedder(cfg.embedding_model_path)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))
-    base, tokenizer = load_model_and_tokenizer(base_model_dir, device=device)
+    base, tokenizer = load_model_and_tokenizer(base_model_dir, device=device,
+                                               quantization_config=_quantization(cfg, device))
     missing = [m for m in cfg.target_modules
                if not any(name.endswith("." + m) or name == m for name, _ in base.named_modules())]
     if missing:
         raise ValueError(f"target_modules {missing} do not exist in the base model {base_model_dir} "
                          f"({type(base).__name__})")
-    examples = _encode_pairs(tokenizer, train_pairs, cfg.max_length)
-    eval_examples = _encode_pairs(tokenizer, eval_pairs, cfg.max_length) if eval_pairs else None
+    fmt = cfg.prompt()
+    examples = _encode_pairs(tokenizer, train_pairs, cfg.max_length, fmt)
+    eval_examples = _encode_pairs(tokenizer, eval_pairs, cfg.max_length, fmt) if eval_pairs else None
+    if cfg.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    if cfg.gradient_checkpointing:
+        base.enable_input_require_grads()  # checkpointed LoRA needs a grad path from the inputs
     torch.manual_seed(cfg.seed)  # LoRA init: the same for every λ
     model = get_peft_model(base, LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
     ))
-    if cfg.gradient_checkpointing:
-        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path from the inputs
     params = [p for p in model.parameters() if p.requires_grad]
     gate_examples = examples[: cfg.gate_eval_pairs]
     with model.disable_adapter():  # the base itself, whatever state a resumed adapter is in
@@ -475,6 +542,7 @@ def train_lora_adapter(
         data_collator=PairCollator(every, tokenizer.pad_token_id),
         diversity_fn=context, is_diversity_step=context.is_diversity_step,
     )
+    trainer.remove_callback(PrinterCallback)  # the progress bar and the run log report instead
     earlier = _logged_rows(resume.path) if resume else []  # the steps a resumed run already took
     grad_shares = [r["diversity_grad_share"] for r in earlier if r.get("diversity_grad_share") is not None]
     last: dict[str, Any] = dict(earlier[-1]) if earlier else {}
@@ -500,6 +568,7 @@ def train_lora_adapter(
             else:
                 trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
         finally:
+            _finish_trackers(cfg)
             if scratch is not None:
                 scratch.cleanup()
     steps = resume.step if resume and resume.is_final else trainer.state.global_step
@@ -528,6 +597,11 @@ def train_lora_adapter(
     with atomic_output_dir(out_dir) as tmp:
         model.save_pretrained(str(tmp))
         result.adapter_sha256 = adapter_sha256(tmp)
+        if cfg.export_dir:
+            import shutil
+
+            with atomic_output_dir(Path(cfg.export_dir) / f"lambda-{cfg.diversity_weight}") as export:
+                shutil.copytree(tmp, export, dirs_exist_ok=True)
         result.wall_s = time.perf_counter() - start
         info = {"config": asdict(cfg), "result": asdict(result), "base_model_dir": str(Path(base_model_dir).resolve())}
         (tmp / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2))
@@ -538,10 +612,9 @@ def train_lora_adapter(
 
 
 def _logged_rows(checkpoint: Path) -> list[dict]:
-    """The per-step rows (``train/*`` in the Trainer's log history) up to ``checkpoint``."""
+    """The per-step rows (our records in the Trainer's log history) up to ``checkpoint``."""
     state = json.loads((checkpoint / "trainer_state.json").read_text())
-    return [{k.removeprefix("train/"): v for k, v in r.items()} | {"step": r["step"]}
-            for r in state.get("log_history", []) if "train/quality_loss" in r]
+    return [dict(r) for r in state.get("log_history", []) if "quality_loss" in r]
 
 
 def _logged_diversity(rows: list[dict]) -> _DiversityOutcome | None:

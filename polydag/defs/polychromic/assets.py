@@ -6,6 +6,7 @@ the table of the same name, with a data version computed from the content (datas
 weights hash, adapter hashes) so that Dagster's staleness follows content, not run order.
 """
 
+import base64
 from pathlib import Path
 from typing import Optional
 
@@ -133,8 +134,21 @@ def lora_checkpoints(
     table = pl.DataFrame(rows)
     costs = cost_model.record(context, storage, device=rows[-1]["device"])
     version = keyed_sha256(dict(table.select("lambda_key", "adapter_sha256").iter_rows()))
+    curves = _curves_metadata(storage, list(cfgs))
     return Output(table, data_version=DataVersion(version),
-                  metadata={**_checkpoint_metadata(table), **jsonable_metadata(costs)})
+                  metadata={**_checkpoint_metadata(table), **curves, **jsonable_metadata(costs)})
+
+
+def _curves_metadata(storage: PolydagStorage, keys: list[str]) -> dict:
+    """The training curves of these λ, as a PNG shown in the UI (W&B-style)."""
+    from polydag.core.polychromic.curves import plot_training_curves
+    from polydag.core.storage.duck import read_rows
+
+    log = read_rows(storage.duckdb_path, "training_log", lambda_key=keys, committed=True)
+    path = plot_training_curves(log, storage.artifact_path("plots", f"training_curves_{'_'.join(keys)}.png"))
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return {"training_curves": MetadataValue.md(f"![training curves](data:image/png;base64,{encoded})"),
+            "training_curves_path": MetadataValue.path(str(path))}
 
 
 _METADATA_FIELDS = (
