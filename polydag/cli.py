@@ -2,6 +2,9 @@
 
 * ``polydag lambdas add 0.5`` registers a new λ partition (Dagster has no CLI for dynamic
   partitions; the UI's "Add partition" button does the same, and both are validated).
+* ``polydag train --experiment FILE.yaml`` trains the λ partition of a researchers' experiment
+  file, exactly as written (``--base-model default --cpu-without-quantization`` tries it on the
+  built-in base on a CPU).
 * ``polydag sweep step-importance`` materializes the problem partitions that are missing, in
   ranged runs of the asset's backfill-policy size (resumable after a crash).
 * ``polydag verdict`` and ``polydag sql`` read the results database (read-only, short-lived
@@ -140,6 +143,45 @@ def cmd_sweep(args) -> int:
         _instance(), max_problems=args.max_problems, problems_per_run=args.problems_per_run
     )
     print(result.describe())
+    return 0 if result.success else 1
+
+
+def cmd_train(args) -> int:
+    """Train one λ partition from a researchers' experiment YAML (reply_pairs, base_model and
+    lora_checkpoints in one run of the code location's asset job)."""
+    import json
+
+    from dagster import AssetKey
+
+    from polydag.core.polychromic.experiment import ExperimentError, load_experiment
+    from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME
+
+    try:
+        experiment = load_experiment(args.experiment, partition_key=args.partition, base_model=args.base_model,
+                                     cpu_without_quantization=args.cpu_without_quantization)
+    except (ExperimentError, FileNotFoundError, ValueError) as exc:
+        return _fail("train", exc)
+    if args.max_steps is not None:
+        experiment.op_config("lora_checkpoints")["max_steps"] = args.max_steps
+    for note in experiment.notes:
+        print(f"polydag train: note: {note}", file=sys.stderr)
+    key = experiment.partition_key
+    if args.dry_run:
+        print(json.dumps({"partition": key, "run_config": experiment.run_config}, indent=2))
+        return 0
+    instance = _instance()
+    if key not in instance.get_dynamic_partitions(LAMBDA_PARTITIONS_NAME):
+        instance.add_dynamic_partitions(LAMBDA_PARTITIONS_NAME, [key])
+        print(f"polydag train: registered the λ partition {key}", file=sys.stderr)
+    from polydag.definitions import defs
+    from polydag.instance.executor import execute_in_process
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = execute_in_process(job, instance=instance, run_config=experiment.run_config,
+                                asset_selection=[AssetKey(a) for a in ("reply_pairs", "base_model", "lora_checkpoints")],
+                                partition_key=key, tags={"polydag/experiment": experiment.name}, raise_on_error=False)
+    status = "succeeded" if result.success else "FAILED (see the run's log: dagster dev, or its events above)"
+    print(f"polydag train: {experiment.name} λ={key} run {result.run_id} {status}")
     return 0 if result.success else 1
 
 
@@ -301,6 +343,20 @@ def main(argv: list[str] | None = None) -> int:
     lambdas.add_argument("--allow-negative", action="store_true",
                          help="add: allow λ < 0 (a negative weight rewards sameness)")
     lambdas.set_defaults(func=cmd_lambdas)
+
+    train = sub.add_parser("train", help="train a λ partition from a researchers' experiment YAML")
+    train.add_argument("--experiment", required=True, help="their experiment file, as written")
+    train.add_argument("--partition", default=None,
+                       help="the λ partition (default: polychromic.diversity_weight; both given must agree)")
+    train.add_argument("--base-model", default=None,
+                       help="override model.path: a local model directory, or 'default' for the built-in base")
+    train.add_argument("--cpu-without-quantization", action="store_true",
+                       help="train unquantized where model.quantization cannot run (no CUDA or bitsandbytes); "
+                            "for smoke tests")
+    train.add_argument("--max-steps", type=_positive_int, default=None,
+                       help="cap the optimizer steps (a smoke test of a long run)")
+    train.add_argument("--dry-run", action="store_true", help="print the translated run config and stop")
+    train.set_defaults(func=cmd_train)
 
     sweep = sub.add_parser("sweep", help="materialize missing partitions in ranged runs")
     sweep.add_argument("target", choices=["step-importance"])

@@ -392,4 +392,12 @@ def provide_base_model(
     fingerprint = hashlib.sha256(
         json.dumps([asdict(cfg), [list(p) for p in train_pairs]], sort_keys=True).encode()
     ).hexdigest()[:16]
-    return build_default_base_model(train_pairs, Path(artifacts_dir) / fingerprint, cfg, logger=logger)
+    out_dir = Path(artifacts_dir) / fingerprint
+    built = out_dir / BUILD_INFO_FILE
+    if built.is_file():  # the build is deterministic: the same config and data give these bytes again
+        (logger or _log).info("reusing the built-in base model built from the same config and data: %s", out_dir)
+        info = json.loads(built.read_text())
+        return BaseModelInfo(path=str(out_dir.resolve()), source="built-in-pipeline", n_params=info["n_params"],
+                             weights_sha256=weights_sha256(out_dir), pretrain_final_loss=info["pretrain_final_loss"],
+                             wall_s=0.0, device=resolve_device(cfg.device), sample_replies=info["sample_replies"])
+    return build_default_base_model(train_pairs, out_dir, cfg, logger=logger)
