@@ -1,6 +1,7 @@
 """The training half for real through Dagster: reply pairs -> tiny base -> λ adapters, the
 live training log, the gradient gate, and bad input that leaves nothing half-written."""
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -164,3 +165,22 @@ def test_missing_model_path_fails_in_the_preflight_with_the_fix(trained):
                       raise_on_error=False)
     error = str([e for e in result.all_events if e.is_step_failure][0].step_failure_data.error)
     assert "PreflightError" in error and "base model" in error
+
+
+def test_two_processes_train_one_partition_in_one_dagster_run(trained):
+    """num_processes 2: torchrun with gloo on the CPU, launched through dagster-pipes; rank 0
+    writes the adapter and every step of the training_log exactly once."""
+    pipe, _, _ = trained
+    result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": dict(TINY_LORA, num_processes=2)},
+                      partition_key="1.0")
+    assert result.success
+    row = pipe.sql("SELECT * FROM lora_checkpoints WHERE lambda_key = '1.0'").row(0, named=True)
+    assert row["steps"] == TINY_LORA["max_steps"] and row["gates_passed"]
+    assert json.loads(row["train_config"])["num_processes"] == 2
+    log = pipe.sql("SELECT step, count(*) AS n FROM training_log WHERE lambda_key = '1.0' GROUP BY 1 ORDER BY 1")
+    assert log["step"].to_list() == list(range(1, TINY_LORA["max_steps"] + 1)) and set(log["n"]) == {1}
+    messages = [e.message for e in pipe.instance.all_logs(result.run_id) if e.message]
+    assert any("training LoRA λ=1.0" in m for m in messages), "rank 0's log did not reach the run"
+    base_row = pipe.sql("SELECT path FROM base_model").item()
+    model, _ = load_model_and_tokenizer(base_row)
+    PeftModel.from_pretrained(model, row["adapter_dir"])

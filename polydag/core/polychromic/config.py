@@ -159,6 +159,9 @@ class PolychromicTrainConfig:
     per_device_train_batch_size: int = setting(16, help="Gold (prompt, reply) pairs per micro-batch and "
                                                "process.")
     gradient_accumulation_steps: int = setting(1, help="Micro-batches summed into one optimizer step.")
+    num_processes: int = setting(1, help="Processes of one training: more than 1 launches torchrun (DDP over "
+                                 "that many GPUs, or over CPU processes with gloo) as one Dagster run; rank 0 "
+                                 "writes the adapter and the training_log.")
     gradient_checkpointing: bool = setting(False, help="Recompute activations in the backward pass (the "
                                            "researchers' Qwen3-8B runs need it).")
     bf16: bool | None = setting(None, help="bfloat16 mixed precision; empty: on CUDA, off on the CPU.")
@@ -245,6 +248,7 @@ class PolychromicTrainConfig:
                     field="max_steps")
         checks.number("num_train_epochs", low=0, high=1e4, low_open=True).number("warmup_ratio", low=0, high=1, high_open=True)
         checks.integer("per_device_train_batch_size", low=1).integer("gradient_accumulation_steps", low=1)
+        checks.integer("num_processes", low=1, high=1024)
         checks.integer("per_device_eval_batch_size", low=1).integer("max_length", low=4)
         checks.integer("save_steps", low=0).integer("save_total_limit", low=1, optional=True)
         checks.choice("eval_strategy", ("no", "steps", "epoch")).integer("eval_steps", low=1, optional=True)

@@ -125,7 +125,9 @@ class PolychromicTrainer(Trainer):
             raise NonFiniteLossError(step, quality_value, None)
         self.record.quality.append(quality_value)
         scale = 1.0 / self.args.gradient_accumulation_steps
-        div = self.diversity_fn(model, step, index, quality_value) \
+        # samples and their log-probs come from the bare model (DDP's wrapper has no generate, and
+        # its backward hooks sit on the parameters, so the summed loss still synchronises)
+        div = self.diversity_fn(self.accelerator.unwrap_model(model), step, index, quality_value) \
             if first_micro and self.is_diversity_step(step) else None
         if div is not None:
             self.record.diversity = div

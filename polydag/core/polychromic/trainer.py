@@ -518,7 +518,8 @@ def train_lora_adapter(
     else:
         output_dir = Path(work_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        drop_incomplete_checkpoints(output_dir, logger)
+        if int(os.environ.get("RANK", "0")) == 0:
+            drop_incomplete_checkpoints(output_dir, logger)
     found = complete_checkpoints(output_dir) if work_dir is not None else []
     resume = found[-1] if found else None
     resumed_from = resume.step if resume else 0
@@ -594,6 +595,9 @@ def train_lora_adapter(
         vocab_size=len(tokenizer),
         resumed_from_step=resumed_from,
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 alone writes the adapter
+        trainer.accelerator.wait_for_everyone()
+        return result
     with atomic_output_dir(out_dir) as tmp:
         model.save_pretrained(str(tmp))
         result.adapter_sha256 = adapter_sha256(tmp)
@@ -605,6 +609,8 @@ def train_lora_adapter(
         result.wall_s = time.perf_counter() - start
         info = {"config": asdict(cfg), "result": asdict(result), "base_model_dir": str(Path(base_model_dir).resolve())}
         (tmp / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2))
+    if trainer.accelerator.num_processes > 1:
+        trainer.accelerator.wait_for_everyone()
     logger.info("saved adapter λ=%s to %s in %.1fs (sha256 %s…, mean grad share %s)", cfg.diversity_weight,
                 out_dir, result.wall_s, result.adapter_sha256[:12],
                 "-" if result.mean_diversity_grad_share is None else f"{result.mean_diversity_grad_share:.3f}")
@@ -663,8 +669,13 @@ def train_partitions(
     run_id: str,
     eval_pairs: Sequence[tuple[str, str]] | None = None,
     logger: logging.Logger | None = None,
+    launch: Callable[[list[str], dict], None] | None = None,
 ) -> list[dict]:
     """Train every λ of ``cfgs`` (λ key -> config) from the base model of ``base_row``.
+
+    A config with ``num_processes`` > 1 trains under torchrun
+    (:mod:`polydag.core.polychromic.distributed`; ``launch`` runs its command, e.g. through
+    dagster-pipes).
 
     Each λ's training lives in ``lora_dir/<key>/<identity>/``: Trainer checkpoints in
     ``trainer/`` (a crashed run of the same identity resumes from the newest complete one), the
@@ -691,10 +702,18 @@ def train_partitions(
             writer = training_log.TrainingLogWriter(db_path, run_id=run_id, lambda_key=key,
                                                     diversity_weight=cfg.diversity_weight, train_id=identity)
             logger.info("training λ=%s on %d pairs (training %s)", key, len(train_pairs), identity[:16])
-            result = train_lora_adapter(base_row["path"], train_pairs, cfg, root / f"run-{run_id}", log_fn=writer,
-                                        logger=logger, work_dir=root / "trainer", eval_pairs=eval_pairs,
-                                        on_resume=writer.resume_from)
-            writer.flush()
+            if cfg.num_processes > 1:
+                from polydag.core.polychromic.distributed import train_distributed
+
+                result = train_distributed(base_row["path"], train_pairs, cfg, root / f"run-{run_id}",
+                                           work_dir=root / "trainer", eval_pairs=eval_pairs, db_path=db_path,
+                                           run_id=run_id, lambda_key=key, train_id=identity, logger=logger,
+                                           launch=launch)
+            else:
+                result = train_lora_adapter(base_row["path"], train_pairs, cfg, root / f"run-{run_id}",
+                                            log_fn=writer, logger=logger, work_dir=root / "trainer",
+                                            eval_pairs=eval_pairs, on_resume=writer.resume_from)
+                writer.flush()
             gates = adapter_gates(result, vocab_size=result.vocab_size, max_loss_ratio=cfg.gate_max_loss_ratio)
             failed = [g for g in gates if not g.passed]
             if failed:

@@ -130,6 +130,7 @@ def lora_checkpoints(
         base_row, train_pairs(reply_pairs), cfgs, storage.artifacts_dir / "lora",
         db_path=storage.duckdb_path, run_id=run_id, logger=context.log,
         eval_pairs=list(zip(validation["prompt"].to_list(), validation["reply"].to_list())) or None,
+        launch=_pipes_launch(context),
     )
     table = pl.DataFrame(rows)
     costs = cost_model.record(context, storage, device=rows[-1]["device"])
@@ -137,6 +138,17 @@ def lora_checkpoints(
     curves = _curves_metadata(storage, list(cfgs))
     return Output(table, data_version=DataVersion(version),
                   metadata={**_checkpoint_metadata(table), **curves, **jsonable_metadata(costs)})
+
+
+def _pipes_launch(context: AssetExecutionContext):
+    """Run a multi-process training's torchrun command through dagster-pipes: the child's log
+    lines and its result message stream into this run."""
+    from dagster import PipesSubprocessClient
+
+    def launch(command: list[str], env: dict) -> None:
+        PipesSubprocessClient(env=env).run(command=command, context=context)
+
+    return launch
 
 
 def _curves_metadata(storage: PolydagStorage, keys: list[str]) -> dict:
