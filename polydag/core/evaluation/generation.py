@@ -242,6 +242,23 @@ def reuse_cached(cached: pl.DataFrame | None, cache_key: str, n_expected: int) -
     return cached.height == n_expected and cached["cache_key"].eq(cache_key).all()
 
 
+def partition_cache_key(checkpoint: Mapping, prompts: pl.DataFrame, gen_cfg: GenerationConfig,
+                        quality_cfg: QualityConfig, *, device: str, dtype) -> str:
+    """The cache key of one λ partition's samples: the adapter, the generation config with the
+    resolved ``device``, the checker config, the base model, the prompt set and the model
+    ``dtype`` (samples differ across devices and dtypes)."""
+    return generation_cache_key(
+        checkpoint["adapter_sha256"],
+        dataclasses.replace(gen_cfg, device=device),
+        extra={
+            "quality": json.dumps(asdict(quality_cfg), sort_keys=True),
+            "base_model": str(checkpoint["base_model_sha256"]),
+            "prompts": prompt_set_sha256(prompts),
+            "dtype": str(dtype).removeprefix("torch."),
+        },
+    )
+
+
 @dataclass
 class PartitionSamples:
     table: pl.DataFrame
@@ -286,16 +303,7 @@ def generate_partition(
         )
     device = resolve_device(gen_cfg.device)
     dtype = default_dtype(device)
-    cache_key = generation_cache_key(
-        checkpoint["adapter_sha256"],
-        dataclasses.replace(gen_cfg, device=device),
-        extra={
-            "quality": json.dumps(asdict(quality_cfg), sort_keys=True),
-            "base_model": str(checkpoint["base_model_sha256"]),
-            "prompts": prompt_set_sha256(prompts),
-            "dtype": str(dtype).removeprefix("torch."),
-        },
-    )
+    cache_key = partition_cache_key(checkpoint, prompts, gen_cfg, quality_cfg, device=device, dtype=dtype)
     n_expected = prompts.height * gen_cfg.n_samples
     if reuse_cached(cached, cache_key, n_expected):
         logger.info("λ=%s: reusing %d stored samples (%s)", key, cached.height, cache_key[:12])
