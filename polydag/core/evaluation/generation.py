@@ -10,10 +10,11 @@ What it knows:
   prompt, seed) only: not of which prompts share its batch, of ``prompt_batch_size`` (up to the
   float rounding of a padded batch) or of which prompts an earlier, interrupted run already
   drew. The seed is the same for every λ (common random numbers, which helps the paired
-  comparison). Measured on the tiny default model (CPU, 1 thread, 16 prompts × 10 samples, 32
-  tokens, batches of 16): 2.82 s against 3.27 s for the old call seeded once per batch, while
-  one ``generate`` call per prompt (the other way to seed per prompt) took 6.27 s; the texts
-  were identical with batches of 16, 3 and 1.
+  comparison). Measured on the tiny default model (CPU, 1 thread, 10 samples of up to 32
+  tokens, batches of 16, median of 5 on 2 contended cores): 3.31 s for 16 prompts and 4.25 s
+  for 32, against 3.17 s and 3.91 s for the old call seeded once per batch (1.05× and 1.09×),
+  while one ``generate`` call per prompt (the other way to seed per prompt) took 6.07 s and
+  10.40 s (1.9× and 2.7×). The texts were identical with batches of 16, 5 and 1.
 - ``generate_samples_one_at_a_time`` is the naive loop (one sample per call), kept only as the
   benchmark's reference.
 - Prompts are formatted (``polydag.core.polychromic.prompting.format_prompt``) and tokenized

@@ -144,14 +144,21 @@ def sample_token_ids(
     stops = stop_tokens(model, tokenizer)
     input_ids, attention = left_pad(prompt_ids, stops.pad, device)
     if prompt_seeds is None:
-        options: dict = dict(temperature=float(cfg.temperature), top_p=float(cfg.top_p), top_k=int(cfg.top_k))
+        options: dict = dict(
+            do_sample=True, num_return_sequences=n,
+            temperature=float(cfg.temperature), top_p=float(cfg.top_p), top_k=int(cfg.top_k),
+            min_p=0.0,  # keeps every token: overrides any min_p in the model's generation_config
+            typical_p=1.0)
     else:
         from transformers import LogitsProcessorList
 
-        # generate's own warpers become no-ops (the processor already warped and drew: one token
-        # per row is left), and its multinomial draw (from the forked global RNG) has one choice
-        options = dict(temperature=1.0, top_p=1.0, top_k=0, top_h=None, epsilon_cutoff=0.0, eta_cutoff=0.0,
-                       logits_processor=LogitsProcessorList([_per_prompt_sampler(model, cfg, prompt_seeds, n, device)]))
+        # The processor warps and draws, leaving one token per row; greedy decoding then takes
+        # it (a second sampling pass over the one-hot rows cost ~16 ms a step on 160 × 2048
+        # logits). Greedy has no num_return_sequences: the rows are repeated here, as generate
+        # repeats them (repeat_interleave), so the rows are the ones seed= samples.
+        input_ids, attention = input_ids.repeat_interleave(n, dim=0), attention.repeat_interleave(n, dim=0)
+        options = dict(do_sample=False, num_return_sequences=1, logits_processor=LogitsProcessorList(
+            [_per_prompt_sampler(model, cfg, prompt_seeds, n, device)]))
     was_training = model.training
     model.eval()
     try:
@@ -159,10 +166,8 @@ def sample_token_ids(
                 torch.inference_mode():
             torch.manual_seed(seed if seed is not None else 0)
             output = model.generate(
-                input_ids=input_ids, attention_mask=attention, do_sample=True, **options,
-                min_p=0.0,  # keeps every token: overrides any min_p in the model's generation_config
-                typical_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
-                max_new_tokens=int(cfg.max_new_tokens), num_return_sequences=n,
+                input_ids=input_ids, attention_mask=attention, **options,
+                repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=int(cfg.max_new_tokens),
                 pad_token_id=stops.pad, eos_token_id=list(stops.stop), use_cache=True,
             )
     finally:
