@@ -9,7 +9,8 @@ the texts are identical.
 What it knows:
 
 - ``n`` samples per prompt come from one ``model.generate`` call over left-padded prompts
-  with an attention mask (``num_return_sequences=n``), in prompt-major order.
+  with an attention mask (``num_return_sequences=n``, or each prompt's row repeated ``n`` times
+  with ``prompt_seeds``), in prompt-major order.
 - Every sampling option is passed explicitly (temperature, top_p, top_k with 0 meaning off,
   min_p, typical_p, no repetition penalty), because ``generate`` otherwise fills unset options
   from the model's ``generation_config.json`` (Qwen3 ships top_k=20, for instance).
