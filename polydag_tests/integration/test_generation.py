@@ -2,19 +2,29 @@
 
 import dataclasses
 
+import polars as pl
 import pytest
 import torch
 
 from polydag.core.polychromic.base_model import BaseModelConfig, build_default_base_model, load_model_and_tokenizer
+from polydag.core.evaluation.config import QualityConfig
 from polydag.core.evaluation.generation import (
     AdapterPathError,
     GenerationConfig,
+    generate_partition,
     generate_samples,
     generate_samples_one_at_a_time,
     generation_cache_key,
     load_model_with_adapter,
 )
-from polydag.core.polychromic.sampling import decode_reply, newline_token_ids
+from polydag.core.polychromic.sampling import (
+    SamplingConfig,
+    decode_reply,
+    newline_token_ids,
+    sample_replies,
+    sample_token_ids,
+)
+from polydag.core.storage.generation_batches import GenerationBatches
 from polydag.core.polychromic.prompting import format_prompt
 
 TWEETS = [
@@ -179,3 +189,132 @@ def test_load_model_with_adapter(base_dir, tmp_path, model_and_tokenizer):
     (tmp_path / "empty").mkdir()
     with pytest.raises(AdapterPathError, match="adapter_config.json"):
         load_model_with_adapter(base_dir, tmp_path / "empty", device="cpu")
+
+
+# --------------------------------------------------------------------------- seeds per prompt
+
+
+def _encode(tokenizer, prompts):
+    return [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+
+
+@pytest.mark.parametrize("options", [SamplingConfig(0.9, 0.95, 0, 10), SamplingConfig(1.3, 1.0, 20, 10),
+                                     SamplingConfig(0.7, 0.8, 5, 10)])
+def test_a_prompt_with_its_own_seed_draws_what_the_one_seed_path_draws(random_model_and_tokenizer, options):
+    """The per-prompt path warps and draws exactly like generate's own sampling step: for one
+    prompt, prompt_seeds=[s] gives the tokens of seed=s (training's path); in a batch, each
+    prompt gets the tokens it gets alone."""
+    model, tokenizer = random_model_and_tokenizer
+    encoded = _encode(tokenizer, PROMPTS)
+    alone = []
+    for i, ids in enumerate(encoded):
+        one_seed = sample_token_ids(model, tokenizer, [ids], 4, options, seed=100 + i)
+        assert sample_token_ids(model, tokenizer, [ids], 4, options, prompt_seeds=[100 + i]) == one_seed
+        alone.extend(one_seed)
+    assert len({tuple(row) for row in alone}) > len(PROMPTS)  # real samples, not one repeated row
+    batched = sample_token_ids(model, tokenizer, encoded, 4, options, prompt_seeds=[100 + i for i in range(5)])
+    assert batched == alone
+    with pytest.raises(TypeError, match="exactly one"):
+        sample_token_ids(model, tokenizer, encoded, 4, options, seed=1, prompt_seeds=[1] * 5)
+    with pytest.raises(ValueError, match="4 prompt seeds for 5 prompts"):
+        sample_token_ids(model, tokenizer, encoded, 4, options, prompt_seeds=[1] * 4)
+
+
+def test_texts_depend_on_the_prompt_and_seed_only_not_on_the_batching(random_model_and_tokenizer):
+    model, tokenizer = random_model_and_tokenizer
+    cfg = GenerationConfig(n_samples=4, max_new_tokens=10, prompt_batch_size=5, seed=3)
+    full = generate_samples(model, tokenizer, PROMPTS, cfg)
+    assert len({r for replies in full for r in replies}) > len(PROMPTS)  # varied: not a vacuous match
+    for size in (1, 2, 3):
+        assert generate_samples(model, tokenizer, PROMPTS, dataclasses.replace(cfg, prompt_batch_size=size)) == full
+    halves = generate_samples(model, tokenizer, PROMPTS[:2], cfg) + generate_samples(model, tokenizer, PROMPTS[2:], cfg)
+    assert halves == full
+    assert generate_samples(model, tokenizer, PROMPTS[::-1], cfg) == full[::-1]
+    assert generate_samples(model, tokenizer, PROMPTS, dataclasses.replace(cfg, seed=4)) != full
+    # what this guards against: one seed per call makes a prompt's samples depend on its batch
+    encoded = _encode(tokenizer, PROMPTS)
+    assert (sample_replies(model, tokenizer, encoded[:2], 4, cfg.sampling(), seed=11)[1]
+            != sample_replies(model, tokenizer, encoded[1:2], 4, cfg.sampling(), seed=11)[0])
+
+
+def test_a_resumed_draw_samples_only_the_missing_prompts_in_the_same_batches(random_model_and_tokenizer):
+    model, tokenizer = random_model_and_tokenizer
+    cfg = GenerationConfig(n_samples=3, max_new_tokens=8, prompt_batch_size=2)
+    full = generate_samples(model, tokenizer, PROMPTS, cfg)
+    kept, resumed = [], []
+    sizes = _prefill_batch_sizes(model, lambda: resumed.append(generate_samples(
+        model, tokenizer, PROMPTS, cfg, done={0: full[0], 1: full[1]}, on_batch=lambda d: kept.append(d))))
+    assert resumed == [full]
+    assert [sorted(batch) for batch in kept] == [[2, 3], [4]] and sizes == [2 * 3, 1 * 3]
+    assert kept[0] == {2: full[2], 3: full[3]}
+    with pytest.raises(ValueError, match="done"):
+        generate_samples(model, tokenizer, PROMPTS, cfg, done={0: full[0][:2]})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(base_dir, tmp_path_factory):
+    """A λ checkpoint row with a real (non-zero) peft adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    from polydag.core.ops.hashing import file_sha256
+
+    base, _ = load_model_and_tokenizer(base_dir, device="cpu")
+    torch.manual_seed(0)
+    adapter = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter_dir = tmp_path_factory.mktemp("adapter") / "0.0"
+    adapter.save_pretrained(str(adapter_dir))
+    return {"lambda_key": "0.0", "diversity_weight": 0.0, "gates_passed": True,
+            "adapter_sha256": file_sha256(adapter_dir / "adapter_model.safetensors"),
+            "base_model_sha256": "cd" * 32, "base_model_path": str(base_dir), "adapter_dir": str(adapter_dir)}
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DiesAfter(GenerationBatches):
+    """Keeps ``n`` batches, then the process 'dies' (as a SIGKILL after the n-th write would)."""
+
+    def __init__(self, path, n):
+        super().__init__(path)
+        self.n = n
+
+    def add(self, *args, **kwargs):
+        kept = super().add(*args, **kwargs)
+        self.n -= 1
+        if self.n == 0:
+            raise _Killed
+        return kept
+
+
+def test_generate_partition_resumes_an_interrupted_draw_row_for_row(checkpoint, tmp_path):
+    prompts = pl.DataFrame({"prompt_id": [f"p{i}" for i in range(5)], "prompt": [t for t, _ in TWEETS]})
+    cfg = GenerationConfig(n_samples=3, max_new_tokens=10, prompt_batch_size=2, device="cpu")
+    quality = QualityConfig(min_relevance=None)
+    reference = generate_partition(checkpoint, prompts, cfg, quality, batches=GenerationBatches(tmp_path / "a.duckdb"))
+    assert (reference.n_resumed_prompts, reference.n_generated_prompts) == (0, 5)
+    assert reference.table["text"].n_unique() > 5
+
+    with pytest.raises(_Killed):
+        generate_partition(checkpoint, prompts, cfg, quality, batches=_DiesAfter(tmp_path / "b.duckdb", 2))
+    store = GenerationBatches(tmp_path / "b.duckdb")
+    assert sorted(store.finished(reference.cache_key, 3)) == ["p0", "p1", "p2", "p3"]
+    resumed = generate_partition(checkpoint, prompts, cfg, quality, batches=store)
+    assert (resumed.n_resumed_prompts, resumed.n_generated_prompts) == (4, 1)
+    assert resumed.cache_key == reference.cache_key
+    assert resumed.table.equals(reference.table)  # texts, passed flags, reasons: row for row
+
+    # every prompt kept (e.g. the partition's final write failed): nothing to sample, no model
+    no_model = {**checkpoint, "base_model_path": "/nonexistent", "adapter_dir": "/nonexistent"}
+    again = generate_partition(no_model, prompts, cfg, quality, batches=store)
+    assert (again.n_resumed_prompts, again.n_generated_prompts) == (5, 0) and again.table.equals(reference.table)
+
+    # another key (here the seed) never uses them, and its start removes them
+    other = generate_partition(checkpoint, prompts, dataclasses.replace(cfg, seed=9), quality, batches=store)
+    assert (other.n_resumed_prompts, other.n_generated_prompts) == (0, 5)
+    assert other.table["text"].to_list() != reference.table["text"].to_list()
+    assert store.finished(reference.cache_key, 3) == {}
+    # once the partition is stored complete under its key, it is the cache: the side rows go
+    reused = generate_partition(checkpoint, prompts, dataclasses.replace(cfg, seed=9), quality,
+                                cached=other.table, batches=store)
+    assert reused.reused and store.finished(other.cache_key, 3) == {}

@@ -220,12 +220,24 @@ def test_a_diversity_step_and_an_evaluation_draw_give_identical_texts(base_dir, 
 
     Run A stops after step 1 and saves its adapter; run B is the same run continued, and its
     step 2 is a diversity step sampled from that very state (constant learning rate, same data
-    order and seed). Evaluation then samples from A's saved adapter, with the prompt batch that
-    holds B's diversity prompts at batch index 2, so its seed equals step 2's."""
-    from polydag.core.evaluation.generation import GenerationConfig, generate_samples, load_model_with_adapter
-    from polydag.core.polychromic.prompting import format_prompt
+    order and seed). Evaluation then samples from A's saved adapter.
 
-    cfg = replace(CFG, max_steps=1, max_new_tokens=12)
+    Evaluation seeds every prompt on its own (``prompt_seeds``), training seeds a step's draw
+    once (``seed``); for a single prompt the two are the same draw. So the diversity step here
+    holds one prompt (``max_examples_for_diversity=1``), and evaluation is handed the step's
+    seed for that prompt (``seeds=``) instead of placing it at batch index 2 as under the old
+    one-seed-per-batch rule. The prompt sits in the middle of an evaluation batch with two
+    other prompts under other seeds, so padding and batch neighbours are still crossed."""
+    from polydag.core.evaluation.generation import (
+        GenerationConfig,
+        generate_samples,
+        load_model_with_adapter,
+        prompt_seed,
+    )
+    from polydag.core.polychromic.prompting import format_prompt
+    from polydag.core.polychromic.sampling import sampling_seed
+
+    cfg = replace(CFG, max_steps=1, max_new_tokens=12, max_examples_for_diversity=1)
     _train(base_dir, tmp_path / "after-step-1", cfg)
     seen = []
 
@@ -235,18 +247,20 @@ def test_a_diversity_step_and_an_evaluation_draw_give_identical_texts(base_dir, 
 
     _train(base_dir, tmp_path / "two-steps", replace(cfg, max_steps=2), diversity_term=record)
     (step, prompts, training_texts), = seen
-    assert step == 2 and len(training_texts) == len(prompts) * cfg.n_generations
+    assert step == 2 and len(prompts) == 1 and len(training_texts) == cfg.n_generations
 
     model, tokenizer = load_model_with_adapter(base_dir, tmp_path / "after-step-1", device="cpu")
-    filler = [p for p, _ in PAIRS if p not in prompts][: 2 * len(prompts)]
-    assert len(filler) == 2 * len(prompts)
-    evaluation = generate_samples(
-        model, tokenizer, [format_prompt(p) for p in filler + prompts],
-        GenerationConfig(n_samples=cfg.n_generations, temperature=cfg.temperature, top_p=cfg.top_p,
-                         top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens, prompt_batch_size=len(prompts),
-                         seed=cfg.diversity_seed),
-    )
-    evaluation_texts = [text for replies in evaluation[2 * len(prompts):] for text in replies]
+    filler = list(dict.fromkeys(p for p, _ in PAIRS if p not in prompts))[:2]
+    assert len(filler) == 2
+    batch = [filler[0], prompts[0], filler[1]]
+    gen_cfg = GenerationConfig(n_samples=cfg.n_generations, temperature=cfg.temperature, top_p=cfg.top_p,
+                               top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens, prompt_batch_size=len(batch),
+                               seed=cfg.diversity_seed)
+    formatted = [format_prompt(p) for p in batch]
+    seeds = [prompt_seed(gen_cfg.seed, formatted[0]), sampling_seed(cfg.diversity_seed, step),
+             prompt_seed(gen_cfg.seed, formatted[2])]
+    evaluation = generate_samples(model, tokenizer, formatted, gen_cfg, seeds=seeds)
+    evaluation_texts = evaluation[1]
     assert len(set(training_texts)) > 1  # real samples, not one repeated string
     assert evaluation_texts == training_texts
 

@@ -30,9 +30,11 @@ class GenerationConfig:
     max_new_tokens: int = setting(32, help="Longest reply in tokens; replies usually stop earlier at EOS or "
                                   "a newline.")
     prompt_batch_size: int = setting(16, help="Prompts per generate() call; the call holds "
-                                     "prompt_batch_size × n_samples sequences.")
-    seed: int = setting(1234, help="Base seed; prompt batch b is seeded with sampling_seed(seed, b), the same "
-                        "for every λ (common random numbers).")
+                                     "prompt_batch_size × n_samples sequences. Each finished batch is kept "
+                                     "at once (generation_batches), so a killed run resumes after it.")
+    seed: int = setting(1234, help="Base seed; every prompt is seeded on its own with prompt_seed(seed, prompt), "
+                        "the same for every λ (common random numbers), so its samples do not depend on "
+                        "which prompts share its batch.")
     top_k: int = setting(0, help="Top-k filter; 0 turns it off (transformers would otherwise default to 50).")
     device: str = setting("auto", help="auto (cuda if available), cpu or cuda; the resolved device is part of "
                           "the cache key, since samples differ across devices.")

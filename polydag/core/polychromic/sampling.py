@@ -9,7 +9,8 @@ the texts are identical.
 What it knows:
 
 - ``n`` samples per prompt come from one ``model.generate`` call over left-padded prompts
-  with an attention mask (``num_return_sequences=n``), in prompt-major order.
+  with an attention mask (``num_return_sequences=n``, or each prompt's row repeated ``n`` times
+  with ``prompt_seeds``), in prompt-major order.
 - Every sampling option is passed explicitly (temperature, top_p, top_k with 0 meaning off,
   min_p, typical_p, no repetition penalty), because ``generate`` otherwise fills unset options
   from the model's ``generation_config.json`` (Qwen3 ships top_k=20, for instance).
@@ -20,6 +21,15 @@ What it knows:
 - The draw runs under ``torch.random.fork_rng`` seeded with the given seed, so it never
   consumes the caller's RNG stream (training's λ = 0 stays bit-identical with or without
   diversity sampling) and depends only on (model, prompts, options, seed, device).
+- Two seeding rules. ``seed=s`` (training: one seed per step) draws every row of the call from
+  one generator, so a prompt's samples depend on the other prompts of the call.
+  ``prompt_seeds=[s_0, s_1, ...]`` (evaluation) gives each prompt its own ``torch.Generator``:
+  a logits processor applies the very warpers ``generate`` would (temperature, top-k, top-p,
+  min-p and whatever the model's ``generation_config`` adds), draws the prompt's ``n`` rows
+  with ``torch.multinomial(..., generator=g_i)`` and leaves only the drawn token, so prompt i's
+  samples depend on its own logits and seed only, not on which prompts share the call (up to
+  the float rounding of a padded batch, which never changed a sample on CPU fp32 in our
+  measurements). For one prompt, ``prompt_seeds=[s]`` gives exactly the tokens of ``seed=s``.
 
 What it doesn't: choose the device or dtype (the model is used where it is), or format
 prompts (``polydag.core.polychromic.prompting``).
@@ -117,29 +127,52 @@ def sample_token_ids(
     n: int,
     cfg: SamplingConfig,
     *,
-    seed: int,
+    seed: int | None = None,
+    prompt_seeds: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """``n`` sampled continuations of each prompt (prompt-major, ``len(prompt_ids) * n`` lists),
-    each cut after its first stop token (EOS or a newline token, kept)."""
+    each cut after its first stop token (EOS or a newline token, kept).
+
+    Give exactly one of ``seed`` (one generator for the whole call) or ``prompt_seeds`` (one
+    seed per prompt; see the module docstring)."""
     import torch
 
+    if (seed is None) == (prompt_seeds is None):
+        raise TypeError("sample_token_ids needs exactly one of seed= or prompt_seeds=")
+    if prompt_seeds is not None:
+        prompt_seeds = [int(s) for s in prompt_seeds]
+        if len(prompt_seeds) != len(prompt_ids):
+            raise ValueError(f"{len(prompt_seeds)} prompt seeds for {len(prompt_ids)} prompts")
     if not prompt_ids:
         return []
     device = next(model.parameters()).device
     stops = stop_tokens(model, tokenizer)
     input_ids, attention = left_pad(prompt_ids, stops.pad, device)
+    if prompt_seeds is None:
+        options: dict = dict(
+            do_sample=True, num_return_sequences=n,
+            temperature=float(cfg.temperature), top_p=float(cfg.top_p), top_k=int(cfg.top_k),
+            min_p=0.0,  # keeps every token: overrides any min_p in the model's generation_config
+            typical_p=1.0)
+    else:
+        from transformers import LogitsProcessorList
+
+        # The processor warps and draws, leaving one token per row; greedy decoding then takes
+        # it (a second sampling pass over the one-hot rows cost ~16 ms a step on 160 × 2048
+        # logits). Greedy has no num_return_sequences: the rows are repeated here, as generate
+        # repeats them (repeat_interleave), so the rows are the ones seed= samples.
+        input_ids, attention = input_ids.repeat_interleave(n, dim=0), attention.repeat_interleave(n, dim=0)
+        options = dict(do_sample=False, num_return_sequences=1, logits_processor=LogitsProcessorList(
+            [_per_prompt_sampler(model, cfg, prompt_seeds, n, device)]))
     was_training = model.training
     model.eval()
     try:
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), \
                 torch.inference_mode():
-            torch.manual_seed(seed)
+            torch.manual_seed(seed if seed is not None else 0)
             output = model.generate(
-                input_ids=input_ids, attention_mask=attention, do_sample=True,
-                temperature=float(cfg.temperature), top_p=float(cfg.top_p), top_k=int(cfg.top_k),
-                min_p=0.0,  # keeps every token: overrides any min_p in the model's generation_config
-                typical_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
-                max_new_tokens=int(cfg.max_new_tokens), num_return_sequences=n,
+                input_ids=input_ids, attention_mask=attention, **options,
+                repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=int(cfg.max_new_tokens),
                 pad_token_id=stops.pad, eos_token_id=list(stops.stop), use_cache=True,
             )
     finally:
@@ -155,6 +188,62 @@ def sample_token_ids(
     return samples
 
 
+def _sampling_warpers(model, cfg: SamplingConfig) -> list:
+    """The warpers ``generate(do_sample=True)`` builds for the options :func:`sample_token_ids`
+    passes, in its order (transformers 5.24 ``_get_logits_processor``): temperature, top-h,
+    top-k, top-p, min-p (0: keeps every token), typical (1: off), epsilon and eta; top-h,
+    epsilon and eta come from the model's ``generation_config``, as they do for ``seed=``."""
+    from transformers.generation.logits_process import (
+        EpsilonLogitsWarper,
+        EtaLogitsWarper,
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopHLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    inherited = model.generation_config
+    warpers = []
+    if float(cfg.temperature) != 1.0:
+        warpers.append(TemperatureLogitsWarper(float(cfg.temperature)))
+    if getattr(inherited, "top_h", None) is not None:
+        warpers.append(TopHLogitsWarper(top_h=inherited.top_h))
+    if int(cfg.top_k) != 0:
+        warpers.append(TopKLogitsWarper(top_k=int(cfg.top_k), min_tokens_to_keep=1))
+    if float(cfg.top_p) < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=float(cfg.top_p), min_tokens_to_keep=1))
+    warpers.append(MinPLogitsWarper(min_p=0.0, min_tokens_to_keep=1))
+    epsilon = getattr(inherited, "epsilon_cutoff", None)
+    if epsilon is not None and 0.0 < epsilon < 1.0:
+        warpers.append(EpsilonLogitsWarper(epsilon=epsilon, min_tokens_to_keep=1))
+    eta = getattr(inherited, "eta_cutoff", None)
+    if eta is not None and 0.0 < eta < 1.0:
+        warpers.append(EtaLogitsWarper(epsilon=eta, min_tokens_to_keep=1, device=next(model.parameters()).device))
+    return warpers
+
+
+def _per_prompt_sampler(model, cfg: SamplingConfig, prompt_seeds: Sequence[int], n: int, device):
+    """A logits processor that samples the ``n`` rows of prompt i from generator i and leaves
+    only the drawn token of each row (every other logit -inf)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    warpers = _sampling_warpers(model, cfg)
+    generators = [torch.Generator(device=device).manual_seed(s) for s in prompt_seeds]
+
+    class PerPromptSampler(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            for warper in warpers:
+                scores = warper(input_ids, scores)
+            probs = torch.nn.functional.softmax(scores, dim=-1)  # as generate's sampling step
+            drawn = torch.cat([torch.multinomial(probs[i * n:(i + 1) * n], num_samples=1, generator=g)
+                               for i, g in enumerate(generators)])
+            return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
+
+    return PerPromptSampler()
+
+
 def decode_reply(tokenizer, ids: Sequence[int], end_ids: frozenset[int]) -> str:
     """Text of sampled ids up to EOS/pad, cut at the first newline, stripped."""
     cut = next((i for i, token in enumerate(ids) if token in end_ids), len(ids))
@@ -163,9 +252,9 @@ def decode_reply(tokenizer, ids: Sequence[int], end_ids: frozenset[int]) -> str:
 
 
 def sample_replies(model, tokenizer, prompt_ids: Sequence[Sequence[int]], n: int, cfg: SamplingConfig, *,
-                   seed: int) -> list[list[str]]:
+                   seed: int | None = None, prompt_seeds: Sequence[int] | None = None) -> list[list[str]]:
     """``n`` decoded replies per prompt (one list per prompt) from :func:`sample_token_ids`."""
-    ids = sample_token_ids(model, tokenizer, prompt_ids, n, cfg, seed=seed)
+    ids = sample_token_ids(model, tokenizer, prompt_ids, n, cfg, seed=seed, prompt_seeds=prompt_seeds)
     end = stop_tokens(model, tokenizer).end
     texts = [decode_reply(tokenizer, row, end) for row in ids]
     return [texts[i * n:(i + 1) * n] for i in range(len(prompt_ids))]

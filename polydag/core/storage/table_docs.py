@@ -88,7 +88,17 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "passed": "whether the quality checker accepted the reply",
         "quality_reasons": "why the checker rejected it (';'-separated; empty when passed)",
         "adapter_sha256": "adapter the sample was drawn from",
-        "cache_key": "hash of adapter + generation + checker config (reuse of stored samples)",
+        "cache_key": "hash of adapter + generation + checker config, base model, prompt set, device and "
+                     "dtype (reuse of stored samples)",
+    },
+    "generation_batches": {
+        "cache_key": "generations cache key of the draw the rows belong to (a rerun under another key "
+                     "never uses them)",
+        "lambda_key": "λ partition key",
+        "prompt_id": "test prompt id",
+        "sample_idx": "index of the sample for this prompt (0 .. n_samples-1)",
+        "text": "the sampled reply, kept when its prompt batch finished, before the partition is stored",
+        "written_at": "when the batch was written",
     },
     "metrics": {
         **_LAMBDA,

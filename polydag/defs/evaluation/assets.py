@@ -56,13 +56,15 @@ def generations(
     reply_pairs: pl.DataFrame,
     lora_checkpoints: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
-    """``n_samples`` replies per test prompt for each λ adapter, batched and seeded, each
-    marked by the quality checker. Rows carry a cache key over the adapter sha256 and the
+    """``n_samples`` replies per test prompt for each λ adapter, batched and seeded per prompt,
+    each marked by the quality checker. Rows carry a cache key over the adapter sha256 and the
     generation and checker config: unchanged inputs reuse the stored samples, anything
-    changed samples afresh."""
+    changed samples afresh. Finished prompt batches are kept in ``generation_batches`` as they
+    finish, so a killed run's rerun samples only the missing prompts."""
     from polydag.core.evaluation.embeddings import embedder_for
     from polydag.core.evaluation.generation import evaluation_prompts, generate_partition
     from polydag.core.polychromic.base_model import resolve_device
+    from polydag.core.storage.generation_batches import GenerationBatches
 
     configure_torch_threads()
     gen_cfg, quality_cfg = config.spec(GenerationConfig), config.spec(QualityConfig)
@@ -72,6 +74,7 @@ def generations(
     if quality_cfg.min_relevance is not None:
         embedder = embedder_for(config.spec(EmbeddingConfig), cache_dir=storage.embedding_cache_dir,
                                 logger=context.log)
+    batches = GenerationBatches(storage.duckdb_path, logger=context.log)
     parts = {}
     for key in context.partition_keys:
         if key not in checkpoints:
@@ -81,7 +84,7 @@ def generations(
             )
         cached = read_rows(storage.duckdb_path, "generations", lambda_key=key)
         parts[key] = generate_partition(checkpoints[key], prompts, gen_cfg, quality_cfg, cached=cached,
-                                        embedder=embedder, logger=context.log)
+                                        batches=batches, embedder=embedder, logger=context.log)
     table = pl.concat([part.table for part in parts.values()], how="vertical_relaxed")
     pass_rates = table.group_by("lambda_key").agg(pl.col("passed").mean()).sort("lambda_key")
     costs = cost_model.record(context, storage, device=resolve_device(gen_cfg.device))
@@ -93,6 +96,8 @@ def generations(
             "n_rows": table.height,
             "n_prompts": prompts.height,
             "reused_partitions": ", ".join(k for k, part in parts.items() if part.reused) or "none",
+            "n_resumed_prompts": sum(part.n_resumed_prompts for part in parts.values()),
+            "n_generated_prompts": sum(part.n_generated_prompts for part in parts.values()),
             "pass_rate": MetadataValue.md(markdown_table(pass_rates)),
             "examples": MetadataValue.md(
                 markdown_table(table.select("lambda_key", "prompt", "text", "passed").head(8))
