@@ -318,3 +318,30 @@ def test_generate_partition_resumes_an_interrupted_draw_row_for_row(checkpoint, 
     reused = generate_partition(checkpoint, prompts, dataclasses.replace(cfg, seed=9), quality,
                                 cached=other.table, batches=store)
     assert reused.reused and store.finished(other.cache_key, 3) == {}
+
+
+def test_a_chat_trained_adapter_is_sampled_in_its_chat_format(checkpoint, model_and_tokenizer):
+    """generations frames the prompts as the adapter's stored train_config says: a chat-trained
+    adapter sees its chat template (no extra special prefix), a plain one the plain template."""
+    import json
+
+    from polydag.core.polychromic.prompting import PromptFormat, frame_prompt
+
+    prompts = pl.DataFrame({"prompt_id": ["p0", "p1"], "prompt": [t for t, _ in TWEETS[:2]]})
+    cfg = GenerationConfig(n_samples=2, max_new_tokens=8, prompt_batch_size=2, device="cpu")
+    quality = QualityConfig(min_relevance=None)
+    chat = {**checkpoint, "train_config": json.dumps({"prompt_format": "chat",
+                                                      "chat_template_kwargs": {"enable_thinking": False}})}
+    chat_part = generate_partition(chat, prompts, cfg, quality)
+    plain_part = generate_partition(checkpoint, prompts, cfg, quality)
+    assert chat_part.cache_key != plain_part.cache_key
+    assert chat_part.table["text"].to_list() != plain_part.table["text"].to_list()
+
+    model, tokenizer = load_model_with_adapter(checkpoint["base_model_path"], checkpoint["adapter_dir"], device="cpu")
+    fmt = PromptFormat("chat", template_kwargs={"enable_thinking": False})
+    framed = [frame_prompt(tokenizer, p, fmt) for p in prompts["prompt"]]
+    assert framed[0].startswith("<|im_start|>user\n")
+    expected = generate_samples(model, tokenizer, framed, cfg, add_special_tokens=False)
+    assert chat_part.table["text"].to_list() == [t for replies in expected for t in replies]
+    plain = generate_samples(model, tokenizer, [format_prompt(p) for p in prompts["prompt"]], cfg)
+    assert plain_part.table["text"].to_list() == [t for replies in plain for t in replies]

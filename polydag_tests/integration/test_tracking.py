@@ -29,7 +29,7 @@ def test_wandb_offline_and_mlflow_log_the_curves_and_the_config(tmp_path, monkey
                                  run_name="tracked")
     train_lora_adapter(base, PAIRS, cfg, tmp_path / "adapter", logger=logging.getLogger("test"))
 
-    assert os.environ["WANDB_MODE"] == "offline"
+    assert "WANDB_MODE" not in os.environ  # offline for that training only
     (run_file,) = (tmp_path / "data" / "wandb").glob("offline-run-*/run-*.wandb")
     history, config, tags = history_and_config(run_file)
     logged = {k.removeprefix("train/"): v for row in history for k, v in row.items()}
@@ -40,9 +40,9 @@ def test_wandb_offline_and_mlflow_log_the_curves_and_the_config(tmp_path, monkey
 
     import mlflow
 
-    assert os.environ["MLFLOW_TRACKING_URI"].startswith("sqlite:///") and \
-        Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).is_file()
-    client = mlflow.tracking.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    store = tmp_path / "data" / "mlflow.db"
+    assert store.is_file()
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{store.resolve()}")
     (run,) = client.search_runs([client.get_experiment_by_name("polydag").experiment_id])
     for curve in CURVES:
         assert curve in run.data.metrics, curve
@@ -61,3 +61,18 @@ def test_a_tracker_that_is_not_installed_is_a_clear_error(tmp_path, monkeypatch)
 
     with pytest.raises(ValueError, match=r"report_to mlflow needs the mlflow package"):
         _training_arguments(cfg, tmp_path, "cpu", resumable=False, has_eval=False)
+
+
+def test_a_training_leaves_the_process_environment_as_it_found_it(tmp_path, monkeypatch):
+    """W&B's directory and project are set for one training only: a later training (or a
+    subprocess such as `polydag train`) must not inherit this one's WANDB_DIR."""
+    import os
+
+    from polydag.core.polychromic.trainer import _tracker_environment
+
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    cfg = replace(PolychromicTrainConfig(device="cpu"), report_to=("wandb", "mlflow"))
+    before = dict(os.environ)
+    with _tracker_environment(cfg, tmp_path):
+        assert os.environ["WANDB_MODE"] == "offline" and "WANDB_DIR" in os.environ
+    assert dict(os.environ) == before

@@ -17,8 +17,9 @@ What it knows:
   10.40 s (1.9× and 2.7×). The texts were identical with batches of 16, 5 and 1.
 - ``generate_samples_one_at_a_time`` is the naive loop (one sample per call), kept only as the
   benchmark's reference.
-- Prompts are formatted (``polydag.core.polychromic.prompting.format_prompt``) and tokenized
-  with the tokenizer's own special prefix, exactly like ``encode_prompt`` at training time.
+- Prompts are framed as the adapter was trained (``prompting.frame_prompt`` with the format in
+  its stored ``train_config``: plain, or its chat template) and tokenized exactly like
+  ``encode_prompt`` at training time.
 - :func:`generation_cache_key` names the inputs of a partition's samples; :func:`reuse_cached`
   decides whether stored rows can be reused; :func:`generate_partition` does one λ partition
   end to end (load, sample, check, table), which is all the ``generations`` asset calls.
@@ -107,9 +108,13 @@ def generate_samples(
     seeds: Sequence[int] | None = None,
     done: Mapping[int, Sequence[str]] | None = None,
     on_batch: Callable[[dict[int, list[str]]], object] | None = None,
+    add_special_tokens: bool = True,
     logger: logging.Logger | None = None,
 ) -> list[list[str]]:
     """``cfg.n_samples`` sampled replies for each formatted prompt, batched, seeded per prompt.
+
+    ``prompts`` are framed texts (``prompting.frame_prompt``); ``add_special_tokens`` is False
+    for chat-template texts, which carry their own special tokens.
 
     Returns one list per prompt, in prompt order, each with exactly ``cfg.n_samples`` strings
     (a reply may be empty if the model stops at once; the quality checker judges that).
@@ -137,7 +142,7 @@ def generate_samples(
     results: dict[int, list[str]] = {i: list(replies) for i, replies in done.items()}
     with progress(sum(map(len, batches)) * cfg.n_samples, "generate", unit="sample", logger=logger) as bar:
         for b, batch in enumerate(batches):
-            encoded = [tokenizer(prompts[i], add_special_tokens=True)["input_ids"] for i in batch]
+            encoded = [tokenizer(prompts[i], add_special_tokens=add_special_tokens)["input_ids"] for i in batch]
             drawn = dict(zip(batch, sample_replies(model, tokenizer, encoded, cfg.n_samples, cfg.sampling(),
                                                    prompt_seeds=[seeds[i] for i in batch])))
             results.update(drawn)
@@ -247,7 +252,11 @@ def partition_cache_key(checkpoint: Mapping, prompts: pl.DataFrame, gen_cfg: Gen
                         quality_cfg: QualityConfig, *, device: str, dtype) -> str:
     """The cache key of one λ partition's samples: the adapter, the generation config with the
     resolved ``device``, the checker config, the base model, the prompt set and the model
-    ``dtype`` (samples differ across devices and dtypes)."""
+    ``dtype`` (samples differ across devices and dtypes), and the prompt framing the adapter
+    is sampled in."""
+    from polydag.core.polychromic.prompting import stored_prompt_format
+
+    fmt = stored_prompt_format(json.loads(checkpoint.get("train_config") or "{}"))
     return generation_cache_key(
         checkpoint["adapter_sha256"],
         dataclasses.replace(gen_cfg, device=device),
@@ -256,6 +265,7 @@ def partition_cache_key(checkpoint: Mapping, prompts: pl.DataFrame, gen_cfg: Gen
             "base_model": str(checkpoint["base_model_sha256"]),
             "prompts": prompt_set_sha256(prompts),
             "dtype": str(dtype).removeprefix("torch."),
+            "prompt_format": json.dumps(asdict(fmt), sort_keys=True),
         },
     )
 
@@ -290,7 +300,7 @@ def generate_partition(
     together, so a resumed partition is row for row the one an uninterrupted run gives.
     """
     from polydag.core.evaluation.quality import check_replies
-    from polydag.core.polychromic.prompting import format_prompt
+    from polydag.core.polychromic.prompting import frame_prompt, stored_prompt_format
 
     from polydag.core.polychromic.base_model import default_dtype, resolve_device
 
@@ -330,8 +340,11 @@ def generate_partition(
             if batches is not None:
                 batches.add(cache_key, key, {prompt_ids[i]: replies for i, replies in drawn.items()})
 
-        texts = generate_samples(model, tokenizer, [format_prompt(p) for p in prompts["prompt"].to_list()],
-                                 gen_cfg, done=done, on_batch=keep, logger=logger)
+        # sampled in the framing the adapter was trained with (plain or its chat template)
+        fmt = stored_prompt_format(json.loads(checkpoint.get("train_config") or "{}"))
+        framed = [frame_prompt(tokenizer, p, fmt) for p in prompts["prompt"].to_list()]
+        texts = generate_samples(model, tokenizer, framed, gen_cfg, done=done, on_batch=keep,
+                                 add_special_tokens=fmt.kind == "plain", logger=logger)
         del model
         if batches is not None and not batches.flush():
             logger.warning("λ=%s: some finished samples could not be kept in generation_batches; they are "

@@ -18,6 +18,7 @@ Two kinds:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 PROMPT_TEMPLATE = "Tweet: {prompt}\nReply:"
@@ -75,11 +76,29 @@ def _chat_text(tokenizer, fmt: PromptFormat, prompt: str, reply: str | None) -> 
                                          add_generation_prompt=reply is None, **fmt.template_kwargs)
 
 
+def frame_prompt(tokenizer, prompt: str, fmt: PromptFormat = PLAIN) -> str:
+    """The prompt's text as the model sees it: the plain template, or the rendered chat turn
+    (with the generation prompt). Tokenize it with ``add_special_tokens=fmt.kind == "plain"``:
+    a chat template writes its own special tokens."""
+    if fmt.kind == "plain":
+        return format_prompt(prompt)
+    return _chat_text(tokenizer, fmt, prompt, None)
+
+
 def encode_prompt(tokenizer, prompt: str, fmt: PromptFormat = PLAIN) -> list[int]:
     """Token ids of the framed prompt, ready for the reply to follow."""
-    if fmt.kind == "plain":
-        return list(tokenizer(format_prompt(prompt), add_special_tokens=True)["input_ids"])
-    return list(tokenizer(_chat_text(tokenizer, fmt, prompt, None), add_special_tokens=False)["input_ids"])
+    text = frame_prompt(tokenizer, prompt, fmt)
+    return list(tokenizer(text, add_special_tokens=fmt.kind == "plain")["input_ids"])
+
+
+def stored_prompt_format(train_config: Mapping | None) -> PromptFormat:
+    """The format an adapter was trained with, from its stored training config (a
+    ``lora_checkpoints.train_config`` mapping); rows written before formats existed are plain."""
+    values = dict(train_config or {})
+    return PromptFormat(values.get("prompt_format", "plain"),
+                        values.get("prompt_instruction", RESEARCHERS_INSTRUCTION),
+                        dict(values.get("chat_template_kwargs") or {}),
+                        values.get("system_prompt"))
 
 
 def end_of_turn(tokenizer, fmt: PromptFormat) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from polydag.core.ops.hashing import file_sha256
 
+import contextlib
 import json
 import logging
 import math
@@ -342,9 +343,21 @@ def _quantization(cfg: PolychromicTrainConfig, device: str):
                               bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant)
 
 
-def _tracker_environment(cfg: PolychromicTrainConfig, output_dir: Path) -> None:
-    """Local, offline defaults for the trackers transformers' callbacks talk to; variables the
-    user set win."""
+@contextlib.contextmanager
+def _tracker_environment(cfg: PolychromicTrainConfig, output_dir: Path):
+    """Local, offline defaults for the trackers transformers' callbacks talk to, for the length
+    of one training; variables the user set win. The process environment is restored after, so
+    one training's W&B directory or project never leaks into the next (or into a subprocess)."""
+    saved = dict(os.environ)
+    try:
+        _set_tracker_environment(cfg, output_dir)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _set_tracker_environment(cfg: PolychromicTrainConfig, output_dir: Path) -> None:
     from polydag.core.ops import paths
 
     if "wandb" in cfg.report_to:
@@ -359,6 +372,9 @@ def _tracker_environment(cfg: PolychromicTrainConfig, output_dir: Path) -> None:
         os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "polydag")
     if "tensorboard" in cfg.report_to:
         os.environ["TENSORBOARD_LOGGING_DIR"] = cfg.logging_dir or str(output_dir / "runs")
+
+
+def _check_trackers_installed(cfg: PolychromicTrainConfig) -> None:
     for tracker, module in (("wandb", "wandb"), ("mlflow", "mlflow"), ("tensorboard", "tensorboard")):
         if tracker in cfg.report_to:
             import importlib.util
@@ -386,7 +402,7 @@ def _training_arguments(cfg: PolychromicTrainConfig, output_dir: Path, device: s
                         has_eval: bool):
     from transformers import TrainingArguments
 
-    _tracker_environment(cfg, output_dir)
+    _check_trackers_installed(cfg)
     on_cuda = device.startswith("cuda")
     bf16 = on_cuda if cfg.bf16 is None else cfg.bf16
     save = resumable and cfg.save_steps > 0
@@ -567,9 +583,12 @@ def train_lora_adapter(
             if resume and resume.is_final:
                 load_adapter_weights(model, resume.path)
             else:
-                trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+                with _tracker_environment(cfg, output_dir):
+                    try:
+                        trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+                    finally:
+                        _finish_trackers(cfg)
         finally:
-            _finish_trackers(cfg)
             if scratch is not None:
                 scratch.cleanup()
     steps = resume.step if resume and resume.is_final else trainer.state.global_step
