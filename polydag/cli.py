@@ -1,7 +1,8 @@
 """The ``polydag`` command: the few operations Dagster's own CLI has no command for.
 
-* ``polydag lambdas add 0.5`` registers a new λ partition (Dagster has no CLI for dynamic
-  partitions; the UI's "Add partition" button does the same, and both are validated).
+* ``polydag lambdas add 0.5`` registers a new λ partition and ``polydag seeds add 1 2`` new
+  training seeds: the sweep is λ × seed (Dagster has no CLI for dynamic partitions; the UI's
+  "Add partition" button does the same, and both are validated).
 * ``polydag train --experiment FILE.yaml`` trains the λ partition of a researchers' experiment
   file, exactly as written (``--base-model default --cpu-without-quantization`` tries it on the
   built-in base on a CPU).
@@ -136,6 +137,41 @@ def cmd_lambdas(args) -> int:
     return 0
 
 
+def cmd_seeds(args) -> int:
+    from polydag.core.polychromic.lambdas import LambdaKeyError, parse_seed_key
+    from polydag.defs.partitions import SEED_PARTITIONS_NAME
+
+    instance = _instance()
+    existing = list(instance.get_dynamic_partitions(SEED_PARTITIONS_NAME))
+    if args.action == "list":
+        for key in existing:
+            print(key)
+        return 0
+    if not args.values:
+        print(f"polydag seeds: {args.action} needs at least one seed", file=sys.stderr)
+        return 2
+    if args.action == "add":
+        try:
+            keys = [parse_seed_key(v) for v in args.values]
+        except LambdaKeyError as exc:
+            print(f"polydag seeds: {exc}", file=sys.stderr)
+            return 2
+        new = [k for k in dict.fromkeys(keys) if k not in existing]
+        if new:
+            instance.add_dynamic_partitions(SEED_PARTITIONS_NAME, new)
+        print(f"seed partitions: {', '.join(existing + new)} (added: {', '.join(new) or 'none'})")
+        return 0
+    unknown = [key for key in dict.fromkeys(args.values) if key not in existing]
+    if unknown:
+        print(f"polydag seeds: seed partition(s) {', '.join(map(repr, unknown))} not registered; nothing removed",
+              file=sys.stderr)
+        return 1
+    for key in dict.fromkeys(args.values):
+        instance.delete_dynamic_partition(SEED_PARTITIONS_NAME, key)
+    print(f"removed: {', '.join(dict.fromkeys(args.values))}")
+    return 0
+
+
 def cmd_sweep(args) -> int:
     from polydag.defs.step_importance.sweeps import sweep_step_importance
 
@@ -154,7 +190,8 @@ def cmd_train(args) -> int:
     from dagster import AssetKey
 
     from polydag.core.polychromic.experiment import ExperimentError, load_experiment
-    from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME
+    from polydag.core.polychromic.lambdas import SweepKey
+    from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME, SEED_PARTITIONS_NAME, partition_key_of
 
     try:
         experiment = load_experiment(args.experiment, partition_key=args.partition, base_model=args.base_model,
@@ -165,14 +202,16 @@ def cmd_train(args) -> int:
         experiment.op_config("lora_checkpoints")["max_steps"] = args.max_steps
     for note in experiment.notes:
         print(f"polydag train: note: {note}", file=sys.stderr)
-    key = experiment.partition_key
+    unit = SweepKey(experiment.partition_key, experiment.seed_key)
+    key = partition_key_of(unit)
     if args.dry_run:
         print(json.dumps({"partition": key, "run_config": experiment.run_config}, indent=2))
         return 0
     instance = _instance()
-    if key not in instance.get_dynamic_partitions(LAMBDA_PARTITIONS_NAME):
-        instance.add_dynamic_partitions(LAMBDA_PARTITIONS_NAME, [key])
-        print(f"polydag train: registered the λ partition {key}", file=sys.stderr)
+    for name, value in ((LAMBDA_PARTITIONS_NAME, unit.lambda_key), (SEED_PARTITIONS_NAME, unit.seed_key)):
+        if value not in instance.get_dynamic_partitions(name):
+            instance.add_dynamic_partitions(name, [value])
+            print(f"polydag train: registered the {name} partition {value}", file=sys.stderr)
     from polydag.definitions import defs
     from polydag.instance.executor import execute_in_process
 
@@ -181,7 +220,7 @@ def cmd_train(args) -> int:
                                 asset_selection=[AssetKey(a) for a in ("reply_pairs", "base_model", "lora_checkpoints")],
                                 partition_key=key, tags={"polydag/experiment": experiment.name}, raise_on_error=False)
     status = "succeeded" if result.success else "FAILED (see the run's log: dagster dev, or its events above)"
-    print(f"polydag train: {experiment.name} λ={key} run {result.run_id} {status}")
+    print(f"polydag train: {experiment.name} {unit.label} run {result.run_id} {status}")
     return 0 if result.success else 1
 
 
@@ -259,18 +298,19 @@ def cmd_tables(args) -> int:
 
 
 def _lambda_count() -> int:
-    """How many λ partitions the sweep has (from DAGSTER_HOME's instance), else 4 (the
-    researchers' 0, 0.3, 1, 2)."""
+    """How many trainings the sweep has: its λ × seed partitions (from DAGSTER_HOME's
+    instance), else 4 (the researchers' 0, 0.3, 1, 2 at one seed)."""
     home = os.environ.get("DAGSTER_HOME")
     if home and os.path.isfile(os.path.join(home, "dagster.yaml")):
         from dagster import DagsterInstance
 
-        from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME
+        from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME, SEED_PARTITIONS_NAME
 
         with DagsterInstance.from_config(home) as instance:
             keys = instance.get_dynamic_partitions(LAMBDA_PARTITIONS_NAME)
+            seeds = instance.get_dynamic_partitions(SEED_PARTITIONS_NAME)
         if keys:
-            return len(keys)
+            return len(keys) * max(1, len(seeds))
     return 4
 
 
@@ -343,6 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     lambdas.add_argument("--allow-negative", action="store_true",
                          help="add: allow λ < 0 (a negative weight rewards sameness)")
     lambdas.set_defaults(func=cmd_lambdas)
+
+    seeds = sub.add_parser(
+        "seeds", help="list, add or remove training-seed partitions",
+        description="The sweep trains and samples every λ at every registered seed (λ × seed "
+                    "partitions). add takes non-negative integers; remove takes registered keys.")
+    seeds.add_argument("action", choices=["list", "add", "remove"])
+    seeds.add_argument("values", nargs="*", help="add/remove: seeds, e.g. 0 1 2")
+    seeds.set_defaults(func=cmd_seeds)
 
     train = sub.add_parser("train", help="train a λ partition from a researchers' experiment YAML")
     train.add_argument("--experiment", required=True, help="their experiment file, as written")

@@ -12,15 +12,18 @@ STEP_PROBLEMS="${POLYDAG_STEP_PROBLEMS:-300}"
 t0=$SECONDS
 stage() { echo; echo "=== [$((SECONDS - t0))s] $*"; }
 
-stage "λ partitions"
+stage "λ × seed partitions"
 polydag lambdas add 0.0 0.3 1.0 2.0
-keys=$(polydag lambdas list)
-first=$(sed -n '1p' <<<"$keys"); last=$(sed -n '$p' <<<"$keys")
+polydag seeds add ${POLYDAG_SEEDS:-0}
+lambdas=$(polydag lambdas list); seeds=$(polydag seeds list)
+# λ × seed partition keys read "<λ>|<seed>"; the range from the first to the last covers the grid
+first="$(sed -n '1p' <<<"$lambdas")|$(sed -n '1p' <<<"$seeds")"
+last="$(sed -n '$p' <<<"$lambdas")|$(sed -n '$p' <<<"$seeds")"
 
 stage "datasets and base models"
 dagster asset materialize -m polydag --select 'reply_pairs,base_model,problems,codi_model'
 
-stage "LoRA adapters and generations for λ ${first}...${last}"
+stage "LoRA adapters and generations for λ × seed ${first}...${last}"
 dagster asset materialize -m polydag --select 'lora_checkpoints,generations' --partition-range "${first}...${last}"
 
 stage "metrics and everything downstream"

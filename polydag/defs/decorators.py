@@ -3,7 +3,8 @@
 Every training, sampling and ablation asset runs on a GPU when there is one: it carries the
 ``polydag/gpu`` op tag and takes a slot of the ``gpu`` concurrency pool
 (``polydag.instance.constants``). A partitioned one stores its partition key in a column
-(``partition_expr``, what the DuckDB IO manager deletes and inserts by).
+(``partition_expr``, what the DuckDB IO manager deletes and inserts by; one column per
+dimension of a multi-partitioned asset).
 """
 
 from dagster import BackfillPolicy, PartitionsDefinition, asset
@@ -16,7 +17,7 @@ def gpu_asset(
     group: str,
     code_version: str,
     partitions_def: PartitionsDefinition | None = None,
-    partition_column: str | None = None,
+    partition_column: str | dict[str, str] | None = None,
     backfill_policy: BackfillPolicy | None = None,
 ):
     partitioning = {}

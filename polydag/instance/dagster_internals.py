@@ -16,9 +16,10 @@ breaks in this one file, and ``grep -rn "dagster\\._" polydag`` shows the whole 
   log (which device and process a run got).
 * ``IN_PROGRESS_RUN_STATUSES``: Dagster's own list of run statuses that hold a worker, so the
   launcher counts a device as held exactly when run monitoring counts the run as in progress.
-* ``DbIOManager``, ``DbTypeHandler``, ``TableSlice``: dagster-duckdb's IO manager is built on
+* ``DbIOManager``, ``DbTypeHandler``, ``TableSlice``, ``TablePartitionDimension``: dagster-duckdb's IO manager is built on
   them; :mod:`polydag.defs.storage.io_manager` subclasses its type handler and builds its own
-  ``DbIOManager`` to make partition replacement transactional.
+  ``DbIOManager`` to make partition replacement transactional, overriding its
+  ``_get_table_slice`` for multi-partitioned tables (dagster#32631).
 * ``JobFailureData``, ``RunFailureReason``: the payload of a run-failure event, so that a run
   whose worker died is reported as Dagster's own run monitoring reports one
   (UNEXPECTED_TERMINATION) by :mod:`polydag.instance.reaper`.
@@ -57,7 +58,7 @@ from dagster._core.launcher import (
     WorkerStatus,
 )
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TablePartitionDimension, TableSlice
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -86,6 +87,7 @@ __all__ = [
     "PlanExecutionContextManager",
     "RunFailureReason",
     "RunLauncher",
+    "TablePartitionDimension",
     "TableSlice",
     "WorkerStatus",
     "check_captured_interrupt",

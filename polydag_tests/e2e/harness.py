@@ -38,6 +38,14 @@ def write_reply_pairs(path: Path, n_prompts: int = 40) -> Path:
     return path
 
 
+def add_sweep(instance: DagsterInstance, lambda_keys, seed_keys=("0",)) -> None:
+    """Register λ and seed partitions; the λ × seed keys then read ``"<λ>|<seed>"``."""
+    instance.add_dynamic_partitions("lambda", list(lambda_keys))
+    new_seeds = [s for s in seed_keys if not instance.has_dynamic_partition("seed", s)]
+    if new_seeds:
+        instance.add_dynamic_partitions("seed", new_seeds)
+
+
 class Pipeline:
     def __init__(self, data_dir: Path, instance: DagsterInstance):
         self.data_dir = Path(data_dir)

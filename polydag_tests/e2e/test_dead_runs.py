@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from polydag_tests.e2e.harness import REPO, TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
+from polydag_tests.e2e.harness import add_sweep, REPO, TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
 from polydag_tests.e2e.test_step_importance import write_problems
 
 LAMBDA = "2.0"
@@ -43,7 +43,7 @@ def world(tmp_path_factory):
     pairs = write_reply_pairs(data_dir / "pairs.jsonl")
     problems = write_problems(data_dir / "problems.jsonl", N_PROBLEMS)
     with DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions("lambda", [LAMBDA])
+        add_sweep(instance, [LAMBDA])
         pipe = Pipeline(data_dir, instance)
         config = {"reply_pairs": {"path": str(pairs), "max_test_prompts": 4},
                   "base_model": TINY_BASE, "problems": {"path": str(problems)},
@@ -57,7 +57,7 @@ def world(tmp_path_factory):
 
 def _materialize_cmd(asset: str, config: dict) -> list[str]:
     return [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "polydag",
-            "--select", asset, "--partition", LAMBDA,
+            "--select", asset, "--partition", f"{LAMBDA}|0",
             "--config-json", json.dumps({"ops": {asset: {"config": config}}})]
 
 

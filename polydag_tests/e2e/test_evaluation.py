@@ -12,7 +12,7 @@ import pytest
 from dagster import instance_for_test
 
 from polydag.metrics import distinct_n, pass_at_k, self_bleu
-from polydag_tests.e2e.harness import TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
+from polydag_tests.e2e.harness import add_sweep, TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
 
 pytestmark = pytest.mark.e2e
 
@@ -25,13 +25,13 @@ def evaluated(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     source = write_reply_pairs(data_dir / "pairs.jsonl")
     with instance_for_test(temp_dir=str(home)) as instance:
-        instance.add_dynamic_partitions("lambda", ["0.0", "1.0"])
+        add_sweep(instance, ["0.0", "1.0"])
         pipe = Pipeline(data_dir, instance)
         config = {"reply_pairs": {"path": str(source), "max_test_prompts": 6},
                   "base_model": TINY_BASE, "lora_checkpoints": TINY_LORA, "generations": GEN}
         assert pipe.run(["reply_pairs", "base_model"], config).success
         assert pipe.run(["lora_checkpoints", "generations"], config,
-                        partition_range=("0.0", "1.0")).success
+                        partition_range=("0.0|0", "1.0|0")).success
         result = pipe.run(["metrics", "metrics_summary", "comparison", "verdict"], config)
         yield pipe, config, result, home
 
@@ -89,17 +89,17 @@ def test_verdict_metadata_has_a_table_and_a_plot(evaluated):
 def test_generations_are_reused_only_for_the_same_adapter_and_config(evaluated):
     pipe, config, _, _ = evaluated
     before = pipe.sql("SELECT text, cache_key FROM generations WHERE lambda_key='0.0' ORDER BY prompt_id, sample_idx")
-    result = pipe.run(["generations"], config, partition_key="0.0")
+    result = pipe.run(["generations"], config, partition_key="0.0|0")
     meta = result.asset_materializations_for_node("generations")[0].metadata
-    assert meta["reused_partitions"].value == "0.0"
+    assert meta["reused_partitions"].value == "0.0|0"
     after = pipe.sql("SELECT text, cache_key FROM generations WHERE lambda_key='0.0' ORDER BY prompt_id, sample_idx")
     assert after.equals(before)
     changed = dict(config, generations=dict(GEN, seed=7))
-    pipe.run(["generations"], changed, partition_key="0.0")
+    pipe.run(["generations"], changed, partition_key="0.0|0")
     resampled = pipe.sql("SELECT text, cache_key FROM generations WHERE lambda_key='0.0' ORDER BY prompt_id, sample_idx")
     assert resampled.height == before.height  # replaced exactly, no duplicates or stale rows
     assert resampled["cache_key"].n_unique() == 1 and resampled["cache_key"][0] != before["cache_key"][0]
-    pipe.run(["generations"], config, partition_key="0.0")  # back to the fixture's samples
+    pipe.run(["generations"], config, partition_key="0.0|0")  # back to the fixture's samples
 
 
 def test_missing_embedding_model_fails_with_the_fix_and_keeps_metrics(evaluated):
@@ -115,7 +115,7 @@ def test_missing_embedding_model_fails_with_the_fix_and_keeps_metrics(evaluated)
 
 def test_metrics_names_the_lambda_partitions_that_lack_generations(evaluated):
     pipe, *_ = evaluated
-    pipe.instance.add_dynamic_partitions("lambda", ["0.5"])
+    add_sweep(pipe.instance, ["0.5"])
     try:
         result = pipe.run(["metrics"], raise_on_error=False)
         assert not result.success

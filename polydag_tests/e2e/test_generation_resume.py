@@ -12,7 +12,7 @@ import pytest
 from dagster import AssetKey, instance_for_test
 
 from polydag.core.storage.duck import connect, table_exists
-from polydag_tests.e2e.harness import TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
+from polydag_tests.e2e.harness import add_sweep, TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ def _kept_prompts(db) -> int:
 
 def _materialize(env, config):
     return [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "polydag", "--select", "generations",
-            "--partition", "0.0", "--config-json", json.dumps({"ops": {"generations": {"config": config}}})]
+            "--partition", "0.0|0", "--config-json", json.dumps({"ops": {"generations": {"config": config}}})]
 
 
 def test_a_killed_generations_run_resumes_with_the_uninterrupted_table(tmp_path_factory):
@@ -43,17 +43,17 @@ def test_a_killed_generations_run_resumes_with_the_uninterrupted_table(tmp_path_
     db = data_dir / "polydag.duckdb"
     source = write_reply_pairs(data_dir / "pairs.jsonl")
     with instance_for_test(temp_dir=str(home)) as instance:
-        instance.add_dynamic_partitions("lambda", ["0.0"])
+        add_sweep(instance, ["0.0"])
         pipe = Pipeline(data_dir, instance)
         config = {"reply_pairs": {"path": str(source), "test_fraction": 0.4, "max_test_prompts": 16},
                   "base_model": TINY_BASE, "lora_checkpoints": TINY_LORA, "generations": GEN}
         assert pipe.run(["reply_pairs", "base_model"], config).success
-        assert pipe.run(["lora_checkpoints"], config, partition_key="0.0").success
+        assert pipe.run(["lora_checkpoints"], config, partition_key="0.0|0").success
         n_test = pipe.sql("SELECT count(DISTINCT prompt_id) FROM reply_pairs WHERE split = 'test'").item()
         assert n_test >= 8
 
         # the uninterrupted run, then its samples are forgotten (partition and side rows)
-        result = pipe.run(["generations"], config, partition_key="0.0")
+        result = pipe.run(["generations"], config, partition_key="0.0|0")
         meta = result.asset_materializations_for_node("generations")[0].metadata
         assert (meta["n_resumed_prompts"].value, meta["n_generated_prompts"].value) == (0, n_test)
         reference = pipe.sql(ROWS)

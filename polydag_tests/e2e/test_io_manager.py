@@ -164,3 +164,71 @@ def test_an_unpartitioned_asset_whose_columns_changed_is_replaced_whole(tmp_path
     con = duckdb.connect(str(tmp_path / "t.duckdb"))
     assert con.execute("SELECT * FROM summary").fetchall() == [(2, 0.5)]
     con.close()
+
+
+def _sweep_assets(version: float):
+    """A λ × seed asset like ``lora_checkpoints``/``generations`` (both dimensions dynamic) and
+    an unpartitioned one that reads every stored (λ, seed)."""
+    from dagster import BackfillPolicy, DynamicPartitionsDefinition, MultiPartitionsDefinition
+
+    grid = MultiPartitionsDefinition({"lambda": DynamicPartitionsDefinition(name="lambda"),
+                                      "seed": DynamicPartitionsDefinition(name="seed")})
+
+    @asset(partitions_def=grid, name="runs", backfill_policy=BackfillPolicy.single_run(),
+           metadata={"partition_expr": {"lambda": "lambda_key", "seed": "seed_key"}})
+    def runs(context: AssetExecutionContext) -> pl.DataFrame:
+        keys = [k.split("|") for k in context.partition_keys]
+        return pl.DataFrame({"lambda_key": [lam for lam, _ in keys], "seed_key": [s for _, s in keys],
+                             "value": [version] * len(keys)})
+
+    @asset(name="everything")
+    def everything(runs: pl.DataFrame) -> pl.DataFrame:
+        return runs.sort("lambda_key", "seed_key")
+
+    return runs, everything
+
+
+def _rows(tmp_path, query="SELECT lambda_key, seed_key, value FROM runs ORDER BY 1, 2"):
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_two_seeds_of_one_lambda_coexist_and_a_run_replaces_exactly_its_keys(tmp_path):
+    """A run over the keys 0.0|1 .. 1.0|1 (seed 1 of every λ) replaces those rows and leaves
+    seed 0's; the downstream asset reads all four."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    io = _io(tmp_path)
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("lambda", ["0.0", "1.0"])
+        instance.add_dynamic_partitions("seed", ["0", "1"])
+        first, everything = _sweep_assets(1.0)
+        for key in ("0.0|0", "0.0|1", "1.0|0", "1.0|1"):
+            assert materialize([first], partition_key=key, resources={"io_manager": io}, instance=instance).success
+        assert _rows(tmp_path) == [("0.0", "0", 1.0), ("0.0", "1", 1.0), ("1.0", "0", 1.0), ("1.0", "1", 1.0)]
+        second, _ = _sweep_assets(2.0)
+        assert materialize([second], resources={"io_manager": io}, instance=instance,
+                           tags={ASSET_PARTITION_RANGE_START_TAG: "0.0|1",
+                                 ASSET_PARTITION_RANGE_END_TAG: "1.0|1"}).success
+        assert _rows(tmp_path) == [("0.0", "0", 1.0), ("0.0", "1", 2.0), ("1.0", "0", 1.0), ("1.0", "1", 2.0)]
+        loaded = materialize([second, everything], selection=[everything], resources={"io_manager": io},
+                             instance=instance).output_for_node("everything")
+    assert loaded.rows() == [("0.0", "0", 1.0), ("0.0", "1", 2.0), ("1.0", "0", 1.0), ("1.0", "1", 2.0)]
+
+
+def test_a_lambda_table_from_before_seed_partitions_keeps_its_rows_as_seed_0(tmp_path):
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    con.execute("CREATE TABLE runs (lambda_key VARCHAR, value DOUBLE)")
+    con.execute("INSERT INTO runs VALUES ('0.0', 0.5), ('1.0', 0.5)")
+    con.close()
+    io = _io(tmp_path)
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("lambda", ["0.0", "1.0"])
+        instance.add_dynamic_partitions("seed", ["0", "1"])
+        runs, _ = _sweep_assets(3.0)
+        assert materialize([runs], partition_key="1.0|1", resources={"io_manager": io}, instance=instance).success
+    assert _rows(tmp_path, "SELECT lambda_key, seed_key, seed, value FROM runs ORDER BY 1, 2") == [
+        ("0.0", "0", 0, 0.5), ("1.0", "0", 0, 0.5), ("1.0", "1", None, 3.0)]

@@ -10,7 +10,7 @@ from dagster import instance_for_test
 from peft import PeftModel
 
 from polydag.core.polychromic.base_model import load_model_and_tokenizer
-from polydag_tests.e2e.harness import TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
+from polydag_tests.e2e.harness import add_sweep, TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
 
 pytestmark = pytest.mark.e2e
 
@@ -20,13 +20,13 @@ def trained(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("poly")
     source = write_reply_pairs(data_dir / "pairs.jsonl")
     with instance_for_test() as instance:
-        instance.add_dynamic_partitions("lambda", ["0.0", "1.0"])
+        add_sweep(instance, ["0.0", "1.0"])
         pipe = Pipeline(data_dir, instance)
         config = {"reply_pairs": {"path": str(source), "max_test_prompts": 6},
                   "base_model": TINY_BASE}
         assert pipe.run(["reply_pairs", "base_model"], config).success
         result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA},
-                          partition_range=("0.0", "1.0"))
+                          partition_range=("0.0|0", "1.0|0"))
         yield pipe, config, result
 
 
@@ -58,16 +58,17 @@ def test_adapters_load_outside_polydag(trained):
 def test_the_training_curves_picture_is_in_the_metadata(trained):
     _, _, result = trained
     meta = result.asset_materializations_for_node("lora_checkpoints")[0].metadata
-    assert meta["training_curves"].value.startswith("![training curves](data:image/png;base64,")
-    png = Path(meta["training_curves_path"].value)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    for lam in ("0.0", "1.0"):  # one picture per λ, a line per seed
+        assert meta[f"training_curves λ={lam}"].value.startswith("![training curves](data:image/png;base64,")
+        png = Path(meta[f"training_curves_path λ={lam}"].value)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_lambda_zero_is_reproducible_bit_for_bit(trained):
     pipe, _, _ = trained
     before = pipe.sql("SELECT adapter_sha256 FROM lora_checkpoints WHERE lambda_key='0.0'").item()
     assert pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA},
-                    partition_key="0.0").success
+                    partition_key="0.0|0").success
     after = pipe.sql("SELECT adapter_sha256 FROM lora_checkpoints WHERE lambda_key='0.0'").item()
     assert after == before
     # the rerun's log replaced the old one: still one run's worth of rows
@@ -88,7 +89,7 @@ def test_absurd_learning_rate_is_a_config_error_and_keeps_what_was_stored(traine
     pipe, _, _ = trained
     before = _stored(pipe)
     result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": dict(TINY_LORA, learning_rate=1e38)},
-                      partition_key="1.0", raise_on_error=False)
+                      partition_key="1.0|0", raise_on_error=False)
     assert not result.success
     assert "PolychromicTrainConfig.learning_rate must be a finite number in (0, 1]" in _failure(result)
     after = _stored(pipe)
@@ -105,7 +106,8 @@ def test_a_diverging_run_fails_its_gates_before_replacing_anything(trained, key)
     old_dir = before[0].filter(pl.col("lambda_key") == key)["adapter_dir"].item()
     old_files = sorted(p.name for p in Path(old_dir).iterdir())
     bad = dict(TINY_LORA, learning_rate=1.0, gate_max_loss_ratio=1.0)
-    result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": bad}, partition_key=key, raise_on_error=False)
+    result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": bad}, partition_key=f"{key}|0",
+                      raise_on_error=False)
     assert not result.success
     error = _failure(result)
     assert "TrainingGateError" in error and "not_collapsed" in error, error
@@ -117,9 +119,9 @@ def test_a_diverging_run_fails_its_gates_before_replacing_anything(trained, key)
 
 def test_non_numeric_lambda_partition_fails_clearly_before_training(trained):
     pipe, _, _ = trained
-    pipe.instance.add_dynamic_partitions("lambda", ["strong"])
+    add_sweep(pipe.instance, ["strong"])
     result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA},
-                      partition_key="strong", raise_on_error=False)
+                      partition_key="strong|0", raise_on_error=False)
     assert not result.success
     error = str([e for e in result.all_events if e.is_step_failure][0].step_failure_data.error)
     assert "λ key 'strong' is not a number" in error
@@ -129,7 +131,7 @@ def test_non_numeric_lambda_partition_fails_clearly_before_training(trained):
 def test_unknown_lambda_key_is_refused_by_dagster(trained):
     pipe, _, _ = trained
     with pytest.raises(Exception, match="5.0"):
-        pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA}, partition_key="5.0")
+        pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA}, partition_key="5.0|0")
 
 
 def test_missing_local_model_path_is_a_clear_error(trained):
@@ -147,7 +149,7 @@ def test_config_weight_that_contradicts_the_partition_is_refused(trained):
     pipe, _, _ = trained
     result = pipe.run(["lora_checkpoints"],
                       {"lora_checkpoints": dict(TINY_LORA, diversity_weight=2.0)},
-                      partition_key="1.0", raise_on_error=False)
+                      partition_key="1.0|0", raise_on_error=False)
     assert not result.success
     error = str([e for e in result.all_events if e.is_step_failure][0].step_failure_data.error)
     assert "diversity_weight=2.0" in error
@@ -172,7 +174,7 @@ def test_two_processes_train_one_partition_in_one_dagster_run(trained):
     writes the adapter and every step of the training_log exactly once."""
     pipe, _, _ = trained
     result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": dict(TINY_LORA, num_processes=2)},
-                      partition_key="1.0")
+                      partition_key="1.0|0")
     assert result.success
     row = pipe.sql("SELECT * FROM lora_checkpoints WHERE lambda_key = '1.0'").row(0, named=True)
     assert row["steps"] == TINY_LORA["max_steps"] and row["gates_passed"]
@@ -184,3 +186,26 @@ def test_two_processes_train_one_partition_in_one_dagster_run(trained):
     base_row = pipe.sql("SELECT path FROM base_model").item()
     model, _ = load_model_and_tokenizer(base_row)
     PeftModel.from_pretrained(model, row["adapter_dir"])
+
+
+# last in the module: it leaves a second seed's row and log behind
+def test_two_seeds_of_one_lambda_coexist(trained):
+    """Seed 1 of λ = 1 trains next to seed 0: its own adapter directory, row and log; seed 0's
+    adapter, row and log are untouched."""
+    pipe, _, _ = trained
+    before = pipe.sql("SELECT * FROM lora_checkpoints WHERE lambda_key = '1.0' AND seed_key = '0'")
+    log_before = pipe.sql("SELECT * EXCLUDE (logged_at) FROM training_log WHERE seed_key = '0' ORDER BY seq")
+    add_sweep(pipe.instance, [], ["1"])
+    try:
+        assert pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA}, partition_key="1.0|1").success
+        rows = pipe.sql("SELECT * FROM lora_checkpoints WHERE lambda_key = '1.0' ORDER BY seed_key")
+        assert rows["seed_key"].to_list() == ["0", "1"] and rows["seed"].to_list() == [0, 1]
+        assert rows.filter(rows["seed_key"] == "0").equals(before)
+        assert rows["adapter_dir"].n_unique() == 2 and "/seed-1/" in rows["adapter_dir"][1]
+        assert rows["adapter_sha256"].n_unique() == 2  # another seed, another adapter
+        assert pipe.sql("SELECT * EXCLUDE (logged_at) FROM training_log WHERE seed_key = '0' "
+                        "ORDER BY seq").equals(log_before)
+        assert pipe.sql("SELECT count(*) FROM training_log WHERE lambda_key = '1.0' AND seed_key = '1' "
+                        "AND committed").item() == TINY_LORA["max_steps"]
+    finally:
+        pipe.instance.delete_dynamic_partition("seed", "1")

@@ -15,11 +15,12 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from polydag.definitions import build_defs
-from polydag_tests.e2e.harness import TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
+from polydag_tests.e2e.harness import add_sweep, TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
 
 pytestmark = pytest.mark.e2e
 
 LAMBDAS = ["0.0", "1.0"]
+SWEEP_KEYS = [f"{lam}|0" for lam in LAMBDAS]  # the λ × seed partitions of seed 0
 POLYCHROMIC = ["reply_pairs", "base_model", "lora_checkpoints", "generations", "metrics", "metrics_summary",
                "comparison", "verdict"]
 GEN = {"n_samples": 10, "max_new_tokens": 8, "device": "cpu"}
@@ -31,12 +32,12 @@ def built(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     source = write_reply_pairs(data_dir / "pairs.jsonl")
     with instance_for_test(temp_dir=str(home)) as instance:
-        instance.add_dynamic_partitions("lambda", LAMBDAS)
+        add_sweep(instance, LAMBDAS)
         pipe = Pipeline(data_dir, instance)
         config = {"reply_pairs": {"path": str(source), "max_test_prompts": 4},
                   "base_model": TINY_BASE, "lora_checkpoints": TINY_LORA, "generations": GEN}
         assert pipe.run(["reply_pairs", "base_model"], config).success
-        assert pipe.run(["lora_checkpoints", "generations"], config, partition_range=("0.0", "1.0")).success
+        assert pipe.run(["lora_checkpoints", "generations"], config, partition_range=("0.0|0", "1.0|0")).success
         assert pipe.run(["metrics", "metrics_summary", "comparison", "verdict"], config).success
         yield pipe, config, source
 
@@ -48,7 +49,7 @@ def _status(instance, defs) -> dict:
     out = {}
     for name in POLYCHROMIC:
         key = AssetKey(name)
-        partitions = LAMBDAS if graph.get(key).is_partitioned else [None]
+        partitions = SWEEP_KEYS if graph.get(key).is_partitioned else [None]
         for partition in partitions:
             out[(name, partition)] = resolver.get_status(key, partition)
     return out
@@ -103,7 +104,7 @@ def test_a_changed_data_file_marks_exactly_its_descendants(built):
     assert pipe.run(["reply_pairs"], config).success
     status = _status(pipe.instance, pipe.defs)
     stale = {key for key, s in status.items() if s == StaleStatus.STALE}
-    # the direct readers of reply_pairs, every λ partition of them
-    assert stale == {("base_model", None), *[(a, k) for a in ("lora_checkpoints", "generations") for k in LAMBDAS]}
+    # the direct readers of reply_pairs, every λ × seed partition of them
+    assert stale == {("base_model", None), *[(a, k) for a in ("lora_checkpoints", "generations") for k in SWEEP_KEYS]}
     assert _needs_rebuild(pipe.defs, status) & set(POLYCHROMIC) == _descendants(pipe.defs, "reply_pairs",
                                                                                 include_self=False)

@@ -19,6 +19,7 @@ from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.test_utils import create_run_for_test
 
 from polydag.core.storage import alerts as alert_store
+from polydag_tests.e2e.harness import add_sweep
 from polydag.core.polychromic.collapse import (
     COMBINED_NOT_BELOW_QUALITY,
     DIVERSITY_DROP,
@@ -38,10 +39,13 @@ from polydag.defs.storage.resources import PolydagStorage
 from polydag.defs.polychromic.sensors import evaluation_collapse_sensor, training_collapse_sensor
 
 
-def _write_run(db, run_id, lam, scores, *, shares=None, div_loss=-0.1, nan_step=None, first_step=1):
-    """One run's log through the real writer: every step is a diversity step."""
+def _write_run(db, run_id, lam, scores, *, shares=None, div_loss=-0.1, nan_step=None, first_step=1,
+               seed_key=None):
+    """One run's log through the real writer: every step is a diversity step. Each run is its
+    own (λ, seed) unit unless ``seed_key`` says otherwise: the writer of a new training of a
+    unit clears the rows a dead training of that unit left, so live runs never share a unit."""
     writer = TrainingLogWriter(db, run_id=run_id, lambda_key=repr(float(lam)), diversity_weight=lam,
-                               flush_every_s=1e9)
+                               seed_key=seed_key or run_id, flush_every_s=1e9)
     for i, score in enumerate(scores):
         step = first_step + i
         quality = float("nan") if step == nan_step else 2.0
@@ -98,18 +102,19 @@ def _max_seq(db):
 
 
 def test_each_training_flag_fires_for_its_run_only(tmp_path, db, instance):
-    instance.add_dynamic_partitions("lambda", ["1.0", "2.0"])
+    seeds = {run_id: str(i) for i, run_id in enumerate(CRAFTED)}
+    add_sweep(instance, ["1.0", "2.0"], list(seeds.values()))
     for run_id, (lam, scores, kwargs, _) in CRAFTED.items():
-        _write_run(db, run_id, lam, scores, **kwargs)
+        _write_run(db, run_id, lam, scores, seed_key=seeds[run_id], **kwargs)
     data = _tick(training_collapse_sensor, instance, None, _resources(tmp_path))
     stored = _alerts(db)
     got = {(r["run_id"], r["kind"]) for r in stored.iter_rows(named=True)}
     want = {(run_id, kind) for run_id, (_, _, _, kinds) in CRAFTED.items() for kind in kinds}
     assert got == want
     assert data.cursor == str(_max_seq(db))
-    # each new alert shows up as an observation on its λ partition of lora_checkpoints
+    # each new alert shows up as an observation on its λ × seed partition of lora_checkpoints
     observed = {(e.partition, e.metadata["alert_kind"].value) for e in data.asset_events}
-    assert observed == {(repr(float(CRAFTED[r][0])), k) for r, k in want}
+    assert observed == {(f"{float(CRAFTED[r][0])!r}|{seeds[r]}", k) for r, k in want}
     assert all(e.asset_key == AssetKey("lora_checkpoints") for e in data.asset_events)
     drop = stored.filter(pl.col("kind") == DIVERSITY_DROP).row(0, named=True)
     assert drop["value"] == pytest.approx((0.8 - 0.1) / 0.8) and drop["threshold"] == 0.5
@@ -334,23 +339,36 @@ def test_pure_flags_need_enough_steps_and_reject_bad_thresholds():
 def test_a_real_training_run_with_identical_samples_raises_an_alert(tmp_path, instance):
     """temperature 1e-3 makes the N samples of a prompt identical: their set diversity is 0
     (under the floor), every leave-one-out advantage is zero, so at λ = 1 the diversity term
-    has no gradient and adds nothing."""
+    has no gradient and adds nothing.
+
+    The sensor reads the live log while training runs, before the adapter's gates: this trains
+    through the trainer with the asset's own log writer and ticks the sensor on that log (the
+    asset's gate then refuses the adapter and drops the log, which
+    ``test_polychromic_training`` covers)."""
+    from polydag.core.polychromic.config import PolychromicTrainConfig
+    from polydag.core.polychromic.gates import adapter_gates
+    from polydag.core.polychromic.trainer import train_lora_adapter
     from polydag_tests.e2e.harness import TINY_BASE, TINY_LORA, Pipeline, write_reply_pairs
 
     source = write_reply_pairs(tmp_path / "pairs.jsonl")
-    instance.add_dynamic_partitions("lambda", ["1.0"])
+    add_sweep(instance, ["1.0"])
     pipe = Pipeline(tmp_path, instance)
     assert pipe.run(["reply_pairs", "base_model"], {"reply_pairs": {"path": str(source), "max_test_prompts": 6},
                                                      "base_model": TINY_BASE}).success
-    collapsed = dict(TINY_LORA, temperature=1e-3, compute_diversity_every_n_steps=1)
-    # the asset's own blocking gradient check also fails this run; the log stays committed
-    result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": collapsed}, partition_key="1.0",
-                      raise_on_error=False)
-    run_id = result.run_id
-    data = _tick(training_collapse_sensor, instance, None,
-                 build_resources(tmp_path))
+    pairs = pipe.sql("SELECT prompt, reply FROM reply_pairs WHERE split = 'train' ORDER BY prompt, reply").rows()
+    cfg = PolychromicTrainConfig.for_partition(
+        "1.0", dict(TINY_LORA, temperature=1e-3, compute_diversity_every_n_steps=1), "0")
+    writer = TrainingLogWriter(tmp_path / "polydag.duckdb", run_id="run-collapsed", lambda_key="1.0",
+                               seed_key="0", diversity_weight=1.0)
+    result = train_lora_adapter(pipe.sql("SELECT path FROM base_model").item(), pairs, cfg,
+                                tmp_path / "adapter", log_fn=writer)
+    writer.flush()
+    data = _tick(training_collapse_sensor, instance, None, build_resources(tmp_path))
     alerts = pipe.sql("SELECT * FROM alerts ORDER BY kind")
     assert set(alerts["kind"]) == {GRAD_SHARE_ZERO, COMBINED_NOT_BELOW_QUALITY, DIVERSITY_FLOOR}
-    assert set(alerts["run_id"]) == {run_id} and set(alerts["lambda_key"]) == {"1.0"}
+    assert set(alerts["run_id"]) == {"run-collapsed"} and set(alerts["lambda_key"]) == {"1.0"}
     assert data.cursor == str(pipe.sql("SELECT max(seq) FROM training_log").item())
-    assert {e.partition for e in data.asset_events} == {"1.0"}
+    assert {e.partition for e in data.asset_events} == {"1.0|0"}
+    failed = {g.name for g in adapter_gates(result, vocab_size=result.vocab_size, max_loss_ratio=cfg.gate_max_loss_ratio)
+              if not g.passed}
+    assert failed == {"diversity_gradient"}

@@ -31,9 +31,9 @@ GROUP_ASSETS = {
 # The UI shows a "join the community" dialog over every page whose origin is 127.0.0.1 or
 # localhost; the browser reaches the same loopback server under another name instead.
 BROWSER_HOST = "polydag.localtest"
-ADD_PARTITION = """mutation($key: String!) { addDynamicPartition(
+ADD_PARTITION = """mutation($name: String!, $key: String!) { addDynamicPartition(
     repositorySelector: {repositoryLocationName: "polydag", repositoryName: "__repository__"},
-    partitionsDefName: "lambda", partitionKey: $key) { __typename } }"""
+    partitionsDefName: $name, partitionKey: $key) { __typename } }"""
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-quic", "--no-first-run", "--disable-component-update",
                   "--disable-sync", "--disable-dev-shm-usage",
@@ -134,15 +134,15 @@ def test_asset_graph_renders_in_chromium_and_graphql_materializes(tmp_path):
         assert [(e["name"], e["locationOrLoadError"]["__typename"]) for e in entries] == \
             [("polydag", "RepositoryLocation")], entries
 
-        # two λ partitions, added the way a user would without a CLI (GraphQL mutation)
-        for key in ("0.0", "1.0"):
-            added = client._execute(ADD_PARTITION, {"key": key})
+        # two λ partitions and a seed, added the way a user would without a CLI (GraphQL mutation)
+        for name, key in (("lambda", "0.0"), ("lambda", "1.0"), ("seed", "0")):
+            added = client._execute(ADD_PARTITION, {"name": name, "key": key})
             assert added["addDynamicPartition"]["__typename"] == "AddDynamicPartitionSuccess", added
 
-        # what the UI lists as the λ partitions of generations (its own GraphQL query)
+        # what the UI lists as the λ × seed partitions of generations (its own GraphQL query)
         node = client._execute("""{ assetNodeOrError(assetKey: {path: ["generations"]}) {
             ... on AssetNode { partitionKeys } } }""")
-        assert node["assetNodeOrError"]["partitionKeys"] == ["0.0", "1.0"]
+        assert node["assetNodeOrError"]["partitionKeys"] == ["0.0|0", "1.0|0"]
 
         # each group's asset graph, rendered by a real browser. The global lineage page shows
         # groups collapsed, so the group pages are what shows the asset nodes.

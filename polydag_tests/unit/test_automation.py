@@ -29,6 +29,12 @@ from polydag.instance.dagster_internals import (
 )
 
 LAMBDAS = ["0.0", "0.5", "1.0", "2.0", "4.0"]
+
+
+def units(lambdas, seed="0"):
+    """λ × seed partition keys of these λ at one seed."""
+    return [f"{lam}|{seed}" for lam in lambdas]
+
 ROOTS = ["reply_pairs", "base_model", "problems", "codi_model"]
 EVAL = ["metrics", "metrics_summary", "comparison", "verdict"]
 # evaluation times lie after the wall-clock time of the events the tests record, as in real use
@@ -79,20 +85,22 @@ def _mat(instance, asset, partitions=(None,), version="v1"):
 
 def _partial(instance, problems):
     instance.add_dynamic_partitions("lambda", LAMBDAS)
+    instance.add_dynamic_partitions("seed", ["0"])
     instance.add_dynamic_partitions("problem", problems)
     for root in ROOTS:
         _mat(instance, root)
-    _mat(instance, "lora_checkpoints", ["0.0", "0.5", "2.0"])
-    _mat(instance, "generations", ["0.0", "2.0"])
+    _mat(instance, "lora_checkpoints", units(["0.0", "0.5", "2.0"]))
+    _mat(instance, "generations", units(["0.0", "2.0"]))
 
 
 def _complete(instance, problems=("p000", "p001")):
     instance.add_dynamic_partitions("lambda", LAMBDAS)
+    instance.add_dynamic_partitions("seed", ["0"])
     instance.add_dynamic_partitions("problem", list(problems))
     for root in ROOTS:
         _mat(instance, root)
-    _mat(instance, "lora_checkpoints", LAMBDAS)
-    _mat(instance, "generations", LAMBDAS)
+    _mat(instance, "lora_checkpoints", units(LAMBDAS))
+    _mat(instance, "generations", units(LAMBDAS))
     _mat(instance, "step_importance", problems)
     for asset in EVAL + ["step_importance_summary"]:
         _mat(instance, asset)
@@ -120,15 +128,15 @@ def test_nothing_before_the_tick_then_exactly_the_missing_partitions_then_the_ne
     assert sensor.at(BEFORE) == {}  # first evaluation, before 02:00
     assert sensor.at(after(0.5)) == {
         # 1.0 and 4.0 lack an adapter, 0.5 only its samples; complete partitions never
-        "lora_checkpoints": ["1.0", "4.0"],
-        "generations": ["0.5", "1.0", "4.0"],
+        "lora_checkpoints": units(["1.0", "4.0"]),
+        "generations": units(["0.5", "1.0", "4.0"]),
         "step_importance": ["p004", "p005", "p007", "p008", "p009"],
         # metrics etc. wait: the λ partitions they read are missing
     }
     assert sensor.at(after(1)) == {}  # requested once; not again while not materialized
 
-    _mat(instance, "lora_checkpoints", ["1.0", "4.0"])
-    _mat(instance, "generations", ["0.5", "1.0", "4.0"])
+    _mat(instance, "lora_checkpoints", units(["1.0", "4.0"]))
+    _mat(instance, "generations", units(["0.5", "1.0", "4.0"]))
     _mat(instance, "step_importance", ["p004", "p005", "p007", "p008", "p009"])
     # the same night, the aggregates over the now complete partitions follow
     assert sensor.at(after(5)) == {a: [None] for a in EVAL + ["step_importance_summary"]}
@@ -148,10 +156,10 @@ def test_identical_upstream_requests_nothing_a_changed_one_its_descendants(defs,
     assert sensor.at(after(1)) == {}
 
     _mat(instance, "base_model", version="v2")  # a new base model
-    assert sensor.at(after(2)) == {"lora_checkpoints": LAMBDAS, "generations": LAMBDAS}
+    assert sensor.at(after(2)) == {"lora_checkpoints": units(LAMBDAS), "generations": units(LAMBDAS)}
 
-    _mat(instance, "lora_checkpoints", LAMBDAS, version="v2")
-    _mat(instance, "generations", LAMBDAS, version="v2")
+    _mat(instance, "lora_checkpoints", units(LAMBDAS), version="v2")
+    _mat(instance, "generations", units(LAMBDAS), version="v2")
     # what reads the λ assets; not step_importance_summary, which does not
     assert sensor.at(after(5)) == {a: [None] for a in EVAL}
 
@@ -164,18 +172,18 @@ def test_one_changed_lambda_reruns_only_what_reads_it_once_per_night(defs, insta
     _complete(instance)
     sensor = Sensor(defs, instance)
     assert sensor.at(BEFORE) == {}
-    _mat(instance, "lora_checkpoints", ["1.0"], version="v2")  # retrained by hand
+    _mat(instance, "lora_checkpoints", units(["1.0"]), version="v2")  # retrained by hand
     # its samples; metrics reads that λ too, but waits until its samples are redone
-    assert sensor.at(after(0.5)) == {"generations": ["1.0"]}
+    assert sensor.at(after(0.5)) == {"generations": units(["1.0"])}
 
-    _mat(instance, "generations", ["1.0"], version="v2")
+    _mat(instance, "generations", units(["1.0"]), version="v2")
     assert sensor.at(after(1)) == {a: [None] for a in EVAL}
     for asset in EVAL:
         _mat(instance, asset, version="v2")
 
-    _mat(instance, "lora_checkpoints", ["1.0"], version="v3")  # again, later that day
+    _mat(instance, "lora_checkpoints", units(["1.0"]), version="v3")  # again, later that day
     assert sensor.at(after(60)) == {}  # generations 1.0 was handled tonight already
-    assert sensor.at(after(0.5, days=1)) == {"generations": ["1.0"]}  # the next night
+    assert sensor.at(after(0.5, days=1)) == {"generations": units(["1.0"])}  # the next night
 
 
 def test_a_changed_code_version_requests_the_asset_and_what_runs_with_it(defs, instance):
@@ -202,12 +210,12 @@ def test_in_progress_partitions_and_their_downstream_are_not_requested(defs, ins
     instance.create_run_for_job(
         job, asset_selection=frozenset({AssetKey("lora_checkpoints")}),
         status=DagsterRunStatus.STARTED,
-        tags={ASSET_PARTITION_RANGE_START_TAG: "1.0", ASSET_PARTITION_RANGE_END_TAG: "2.0"})
+        tags={ASSET_PARTITION_RANGE_START_TAG: "1.0|0", ASSET_PARTITION_RANGE_END_TAG: "2.0|0"})
     sensor = Sensor(defs, instance)
     assert sensor.at(BEFORE) == {}
     assert sensor.at(after(0.5)) == {
-        "lora_checkpoints": ["4.0"],  # not 1.0: in progress
-        "generations": ["0.5", "4.0"],  # not 1.0: its adapter is being trained
+        "lora_checkpoints": units(["4.0"]),  # not 1.0: in progress
+        "generations": units(["0.5", "4.0"]),  # not 1.0: its adapter is being trained
         "step_importance_summary": [None],  # unrelated work still goes ahead
     }
 
@@ -217,3 +225,15 @@ def test_an_empty_instance_requests_only_the_roots(defs, instance):
     sensor = Sensor(defs, instance)
     assert sensor.at(BEFORE) == {}
     assert sensor.at(after(0.5)) == {root: [None] for root in ROOTS}
+
+
+def test_a_new_seed_requests_its_column_of_the_grid_then_the_aggregates(defs, instance):
+    _complete(instance)
+    sensor = Sensor(defs, instance)
+    assert sensor.at(BEFORE) == {}
+    instance.add_dynamic_partitions("seed", ["1"])  # polydag seeds add 1
+    # every λ at the new seed; the old seed's partitions are complete and stay untouched
+    assert sensor.at(after(0.5)) == {"lora_checkpoints": units(LAMBDAS, "1"), "generations": units(LAMBDAS, "1")}
+    _mat(instance, "lora_checkpoints", units(LAMBDAS, "1"))
+    _mat(instance, "generations", units(LAMBDAS, "1"))
+    assert sensor.at(after(5)) == {a: [None] for a in EVAL}

@@ -1,4 +1,4 @@
-"""`polydag lambdas`: the one documented command to add a λ partition at run time."""
+"""`polydag lambdas` and `polydag seeds`: the documented commands that add λ and seed partitions at run time."""
 
 import pytest
 from dagster import DagsterInstance
@@ -116,3 +116,17 @@ def test_valid_counts_reach_the_command(stubbed):
     assert cli.main(["sql", "SELECT 1", "--max-rows", "1", "--timeout", "0.5"]) == 0
     assert (stubbed[0].max_problems, stubbed[0].problems_per_run) == (5, 2)
     assert (stubbed[1].max_rows, stubbed[1].timeout) == (1, 0.5)
+
+
+def test_seeds_add_canonicalises_refuses_non_integers_and_removes(instance, capsys):
+    assert cli.main(["seeds", "add", "0", "007", "1", "1"]) == 0
+    assert instance.get_dynamic_partitions("seed") == ["0", "7", "1"]
+    assert cli.main(["seeds", "add", "2", "-1"]) == 2
+    assert "seed key '-1' is not a non-negative integer" in capsys.readouterr().err
+    assert instance.get_dynamic_partitions("seed") == ["0", "7", "1"]  # nothing added
+    assert cli.main(["seeds", "remove", "7", "9"]) == 1
+    assert instance.get_dynamic_partitions("seed") == ["0", "7", "1"]
+    assert cli.main(["seeds", "remove", "7"]) == 0
+    capsys.readouterr()
+    assert cli.main(["seeds", "list"]) == 0
+    assert capsys.readouterr().out.split() == ["0", "1"]

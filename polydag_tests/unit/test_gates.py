@@ -45,5 +45,5 @@ def test_lambda_above_zero_needs_a_diversity_gradient():
 
 def test_the_error_names_the_gate_and_says_nothing_was_replaced():
     gates = adapter_gates(_result(eval_loss=1.0), vocab_size=2048, max_loss_ratio=1.05)
-    message = str(TrainingGateError("2.0", [g for g in gates if not g.passed]))
+    message = str(TrainingGateError("λ=2.0 seed=0", [g for g in gates if not g.passed]))
     assert "λ=2.0" in message and "not_collapsed" in message and "unchanged" in message

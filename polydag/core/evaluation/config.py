@@ -32,9 +32,9 @@ class GenerationConfig:
     prompt_batch_size: int = setting(16, help="Prompts per generate() call; the call holds "
                                      "prompt_batch_size × n_samples sequences. Each finished batch is kept "
                                      "at once (generation_batches), so a killed run resumes after it.")
-    seed: int = setting(1234, help="Base seed; every prompt is seeded on its own with prompt_seed(seed, prompt), "
-                        "the same for every λ (common random numbers), so its samples do not depend on "
-                        "which prompts share its batch.")
+    seed: int = setting(1234, help="Base seed; every prompt is seeded on its own with prompt_seed(seed + the "
+                        "training seed, prompt): the same for every λ of a seed (common random numbers), "
+                        "other for each seed replicate, and independent of which prompts share its batch.")
     top_k: int = setting(0, help="Top-k filter; 0 turns it off (transformers would otherwise default to 50).")
     device: str = setting("auto", help="auto (cuda if available), cpu or cuda; the resolved device is part of "
                           "the cache key, since samples differ across devices.")

@@ -44,6 +44,7 @@ from typing import Callable, Mapping, Sequence
 import polars as pl
 
 from polydag.core.ops.hashing import refuse_nonfinite
+from polydag.core.polychromic.lambdas import SweepKey
 from polydag.core.ops.progress import progress
 from polydag.core.evaluation.config import GenerationConfig, QualityConfig
 from polydag.core.polychromic.sampling import (
@@ -305,30 +306,33 @@ def generate_partition(
     from polydag.core.polychromic.base_model import default_dtype, resolve_device
 
     logger = logger or _log
-    key = checkpoint["lambda_key"]
+    unit = SweepKey(checkpoint["lambda_key"], checkpoint.get("seed_key") or "0")
+    key = unit.label
     if checkpoint.get("gates_passed") is not True:
         raise ValueError(
-            f"λ={key}: the stored adapter has not passed its training gates (its lora_checkpoints row has "
+            f"{key}: the stored adapter has not passed its training gates (its lora_checkpoints row has "
             f"gates_passed={checkpoint.get('gates_passed')!r}); re-materialize it first: dagster asset "
-            f"materialize -m polydag --select lora_checkpoints --partition {key}"
+            f"materialize -m polydag --select lora_checkpoints --partition '{unit.lambda_key}|{unit.seed_key}'"
         )
+    # a seed replicate samples its own random numbers; λ values of one seed share them (paired)
+    gen_cfg = dataclasses.replace(gen_cfg, seed=gen_cfg.seed + int(checkpoint.get("seed") or 0))
     device = resolve_device(gen_cfg.device)
     dtype = default_dtype(device)
     cache_key = partition_cache_key(checkpoint, prompts, gen_cfg, quality_cfg, device=device, dtype=dtype)
     n_expected = prompts.height * gen_cfg.n_samples
     if reuse_cached(cached, cache_key, n_expected):
-        logger.info("λ=%s: reusing %d stored samples (%s)", key, cached.height, cache_key[:12])
+        logger.info("%s: reusing %d stored samples (%s)", key, cached.height, cache_key[:12])
         if batches is not None:
-            batches.prune(key)  # the stored partition holds them all
+            batches.prune(unit)  # the stored partition holds them all
         return PartitionSamples(cached, cache_key, True)
     prompt_ids = [str(pid) for pid in prompts["prompt_id"].to_list()]
     done: dict[int, list[str]] = {}
     if batches is not None:
-        batches.prune(key, keep_cache_key=cache_key)
+        batches.prune(unit, keep_cache_key=cache_key)
         finished = batches.finished(cache_key, gen_cfg.n_samples)
         done = {i: finished[pid] for i, pid in enumerate(prompt_ids) if pid in finished}
     n_missing = prompts.height - len(done)
-    logger.info("λ=%s: %d of %d prompts already drawn under %s (resumed), sampling %d", key, len(done),
+    logger.info("%s: %d of %d prompts already drawn under %s (resumed), sampling %d", key, len(done),
                 prompts.height, cache_key[:12], n_missing)
     if not n_missing:
         texts = [done[i] for i in range(prompts.height)]
@@ -338,7 +342,7 @@ def generate_partition(
 
         def keep(drawn: dict[int, list[str]]) -> None:
             if batches is not None:
-                batches.add(cache_key, key, {prompt_ids[i]: replies for i, replies in drawn.items()})
+                batches.add(cache_key, unit, {prompt_ids[i]: replies for i, replies in drawn.items()})
 
         # sampled in the framing the adapter was trained with (plain or its chat template)
         fmt = stored_prompt_format(json.loads(checkpoint.get("train_config") or "{}"))
@@ -347,7 +351,7 @@ def generate_partition(
                                  add_special_tokens=fmt.kind == "plain", logger=logger)
         del model
         if batches is not None and not batches.flush():
-            logger.warning("λ=%s: some finished samples could not be kept in generation_batches; they are "
+            logger.warning("%s: some finished samples could not be kept in generation_batches; they are "
                            "in this run's output only", key)
     flat = [
         (pid, prompt, i, text)
@@ -357,8 +361,10 @@ def generate_partition(
     verdicts = check_replies([row[1] for row in flat], [row[3] for row in flat], quality_cfg, embedder=embedder)
     table = pl.DataFrame(
         {
-            "lambda_key": [key] * len(flat),
+            "lambda_key": [unit.lambda_key] * len(flat),
             "diversity_weight": [checkpoint["diversity_weight"]] * len(flat),
+            "seed_key": [unit.seed_key] * len(flat),
+            "seed": [int(checkpoint.get("seed") or 0)] * len(flat),
             "prompt_id": [row[0] for row in flat],
             "prompt": [row[1] for row in flat],
             "sample_idx": [row[2] for row in flat],
@@ -368,39 +374,44 @@ def generate_partition(
             "adapter_sha256": [checkpoint["adapter_sha256"]] * len(flat),
             "cache_key": [cache_key] * len(flat),
         },
-        schema_overrides={"sample_idx": pl.Int32},
+        schema_overrides={"sample_idx": pl.Int32, "seed": pl.Int64},
     )
     return PartitionSamples(table, cache_key, False, n_resumed_prompts=len(done), n_generated_prompts=n_missing)
 
 
-def check_coverage(registered: Sequence[str], generations: pl.DataFrame, checkpoints: pl.DataFrame,
+def _units(table: pl.DataFrame) -> list[SweepKey]:
+    if not table.height:
+        return []
+    seeds = table["seed_key"] if "seed_key" in table.columns else pl.Series(["0"] * table.height)
+    return [SweepKey(*row) for row in zip(table["lambda_key"], seeds)]
+
+
+def check_coverage(registered: Sequence[SweepKey], generations: pl.DataFrame, checkpoints: pl.DataFrame,
                    baseline_key: str) -> None:
-    """Raise, naming the λ partitions and the command, when samples are missing or stale:
-    every registered λ (the baseline among them) needs generations from its current adapter."""
-    have = set(generations["lambda_key"].unique().to_list()) if generations.height else set()
-    missing = [k for k in registered if k not in have]
-    if baseline_key not in registered:
+    """Raise, naming the λ × seed partitions and the command, when samples are missing or
+    stale: every registered (λ, seed) (the baseline λ among them) needs generations from its
+    current adapter."""
+    registered = [u if isinstance(u, SweepKey) else SweepKey(u) for u in registered]
+    have = set(_units(generations))
+    missing = [u for u in registered if u not in have]
+    if baseline_key not in {u.lambda_key for u in registered}:
         raise ValueError(
             f"the baseline λ={baseline_key} is not a registered partition; "
             f"add it: polydag lambdas add {baseline_key}"
         )
     if missing:
+        first, last = registered[0], registered[-1]
         raise ValueError(
-            f"λ partitions {', '.join(missing)} have no generations. Materialize them first, "
-            f"e.g. dagster asset materialize -m polydag --select 'lora_checkpoints,generations' "
-            f"--partition {missing[0]} (or --partition-range {registered[0]}...{registered[-1]} "
-            "for all)"
+            f"λ × seed partitions {', '.join(u.label for u in missing)} have no generations. Materialize them "
+            f"first, e.g. dagster asset materialize -m polydag --select 'lora_checkpoints,generations' "
+            f"--partition '{missing[0].lambda_key}|{missing[0].seed_key}' (or --partition-range "
+            f"'{first.lambda_key}|{first.seed_key}...{last.lambda_key}|{last.seed_key}' for all)"
         )
-    current = dict(checkpoints.select("lambda_key", "adapter_sha256").iter_rows())
-    stale = sorted(
-        {
-            key
-            for key, sha in generations.select("lambda_key", "adapter_sha256").unique().iter_rows()
-            if current.get(key) != sha
-        }
-    )
+    current = dict(zip(_units(checkpoints), checkpoints["adapter_sha256"]))
+    stale = sorted({unit for unit, sha in zip(_units(generations), generations["adapter_sha256"])
+                    if current.get(unit) != sha})
     if stale:
         raise ValueError(
-            f"generations of λ {', '.join(stale)} were sampled from an older adapter; "
+            f"generations of {', '.join(u.label for u in stale)} were sampled from an older adapter; "
             "re-materialize generations for those partitions before scoring"
         )

@@ -85,23 +85,30 @@ def _mean(values) -> float:
 
 
 def training_alerts(rows: pl.DataFrame, thresholds: CollapseThresholds) -> list[Alert]:
-    """Flags of every (run_id, lambda_key) in ``rows`` (all rows of those runs so far)."""
+    """Flags of every (run_id, lambda_key, seed_key) in ``rows`` (all rows of those runs so
+    far; rows without ``seed_key`` are seed 0's)."""
     _require(rows, TRAINING_COLUMNS, "training_log rows")
+    if "seed_key" not in rows.columns:
+        rows = rows.with_columns(seed_key=pl.lit("0"))
     alerts: list[Alert] = []
-    for (run_id, lambda_key), group in rows.sort("seq").group_by(["run_id", "lambda_key"], maintain_order=True):
-        alerts.extend(_run_alerts(run_id, lambda_key, group, thresholds))
+    for (run_id, lambda_key, seed_key), group in rows.sort("seq").group_by(
+            ["run_id", "lambda_key", "seed_key"], maintain_order=True):
+        alerts.extend(_run_alerts(run_id, lambda_key, seed_key, group, thresholds))
     return alerts
 
 
-def _run_alerts(run_id: str, lambda_key: str, group: pl.DataFrame, t: CollapseThresholds) -> list[Alert]:
+def _run_alerts(run_id: str, lambda_key: str, seed_key: str, group: pl.DataFrame,
+                t: CollapseThresholds) -> list[Alert]:
     lam = float(group["diversity_weight"][0])
     out: list[Alert] = []
 
     def alert(kind, step, value, threshold, message, **details):
+        # the subject tells apart the seeds of one λ trained in one run
         out.append(Alert(TRAINING, kind, lambda_key, run_id, None if step is None else int(step),
                          None if value is None else float(value),
                          None if threshold is None else float(threshold),
-                         f"λ={lambda_key} run {run_id[:8]}: {message}", details=details))
+                         f"λ={lambda_key} seed {seed_key} run {run_id[:8]}: {message}",
+                         subject=f"seed={seed_key}", details=details))
 
     records = group.to_dicts()
     for r in records:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from polydag.core.ops.spec import Checks, from_mapping, is_int, setting
-from polydag.core.polychromic.lambdas import lambda_value
+from polydag.core.polychromic.lambdas import lambda_value, seed_value
 from polydag.core.polychromic.prompting import RESEARCHERS_INSTRUCTION
 
 ARCHITECTURES = ("qwen3", "llama")
@@ -208,9 +208,10 @@ class PolychromicTrainConfig:
     chat_template_kwargs: dict[str, bool] = setting({}, help="chat: keyword arguments of the chat template, e.g. "
                                                     "enable_thinking: false for Qwen3.")
     system_prompt: str | None = setting(None, help="chat: an optional system message.")
-    seed: int = setting(0, help="Seeds the data order, the LoRA init and LoRA dropout; the same for every λ.")
+    seed: int = setting(0, help="Seeds the data order, the LoRA init, LoRA dropout and (with diversity_seed) "
+                        "the diversity sampling; the same for every λ. In a sweep it is the seed partition key.")
     diversity_seed: int = setting(1234, help="Seeds the diversity sampling (its own RNG stream, one seed per "
-                                  "step).")
+                                  "step, from diversity_seed + seed, so seed replicates draw different sets).")
     sample_diversity_when_zero: bool = setting(True, help="When λ = 0, still sample and log diversity_score "
                                                "(the gradient is never formed).")
     device: str = setting("auto", help="auto (cuda if available), cpu or cuda. bfloat16 on CUDA, float32 on CPU.")
@@ -278,9 +279,11 @@ class PolychromicTrainConfig:
         return from_mapping(cls, values, what="training config")
 
     @classmethod
-    def for_partition(cls, lambda_key: str, values: Mapping[str, Any]) -> "PolychromicTrainConfig":
-        """The config of λ partition ``lambda_key``: λ is the key's value (:func:`lambda_value`,
-        the one place a key becomes a number); a ``diversity_weight`` in ``values`` must agree."""
+    def for_partition(cls, lambda_key: str, values: Mapping[str, Any],
+                      seed_key: str | None = None) -> "PolychromicTrainConfig":
+        """The config of the λ (× seed) partition: λ is the key's value (:func:`lambda_value`,
+        the one place a key becomes a number) and the seed the seed key's (:func:`seed_value`);
+        a ``diversity_weight`` or ``seed`` in ``values`` must agree with them."""
         weight = lambda_value(lambda_key)
         given = values.get("diversity_weight")
         if given is not None and given != weight:
@@ -289,7 +292,22 @@ class PolychromicTrainConfig:
                 "λ comes from the partition (drop diversity_weight from the config, or materialize "
                 "the partition it names)"
             )
-        return cls.from_dict({**values, "diversity_weight": weight})
+        resolved = {**values, "diversity_weight": weight}
+        if seed_key is not None:
+            seed = seed_value(seed_key)
+            if values.get("seed") is not None and values["seed"] != seed:
+                raise ValueError(
+                    f"run config sets seed={values['seed']} but the partition's seed key is {seed_key}; the "
+                    "seed comes from the partition (drop seed from the config, or materialize the partition "
+                    "it names)"
+                )
+            resolved["seed"] = seed
+        return cls.from_dict(resolved)
+
+    @property
+    def diversity_stream_seed(self) -> int:
+        """The base seed of the diversity sampling stream: ``diversity_seed + seed``."""
+        return self.diversity_seed + self.seed
 
     def prompt(self):
         """The prompt format training uses, and evaluation reuses for this adapter."""

@@ -1,8 +1,9 @@
 """The training curves of the λ partitions as one picture (what W&B would show).
 
 :func:`plot_training_curves` draws quality loss, diversity score, combined loss, diversity
-gradient share and learning rate against the step, one line per λ (one per λ and seed when the
-log has a ``seed`` column), from ``training_log`` rows.
+gradient share and learning rate against the step, one line per λ and seed (``seed_key``;
+a log without it is seed 0's), from ``training_log`` rows. The ``lora_checkpoints`` asset
+draws one picture per λ, so each shows that λ's seeds side by side.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def plot_training_curves(log: pl.DataFrame, path: str | Path) -> Path:
         raise ValueError("no training_log rows to plot")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    keys = ["lambda_key"] + (["seed"] if "seed" in log.columns else [])
+    if "seed_key" not in log.columns:
+        log = log.with_columns(seed_key=pl.lit("0"))
+    keys = ["lambda_key", "seed_key"]
     fig, grid = plt.subplots(2, 3, figsize=(13, 6.5))
     axes = grid.flat
     grid.flat[-1].axis("off")
@@ -39,7 +42,7 @@ def plot_training_curves(log: pl.DataFrame, path: str | Path) -> Path:
             points = group.filter(pl.col(column).is_not_null() & pl.col(column).is_not_nan())
             if points.is_empty():
                 continue
-            label = "λ=" + str(group_key[0]) + (f" seed {group_key[1]}" if len(group_key) > 1 else "")
+            label = f"λ={group_key[0]} seed {group_key[1]}"
             ax.plot(points["step"].to_list(), points[column].to_list(), marker="." if points.height < 40 else None,
                     linewidth=1.2, label=label)
         ax.set_title(title, fontsize=9)

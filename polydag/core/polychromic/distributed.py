@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from polydag.core.polychromic.config import PolychromicTrainConfig
+from polydag.core.polychromic.lambdas import SweepKey
 
 
 def torchrun_command(n_processes: int, spec_path: Path) -> list[str]:
@@ -50,7 +51,7 @@ def train_distributed(
     eval_pairs: Sequence[tuple[str, str]] | None,
     db_path: str | Path,
     run_id: str,
-    lambda_key: str,
+    unit: SweepKey,
     train_id: str,
     logger: logging.Logger,
     launch: Callable[[list[str], dict], None] | None = None,
@@ -67,14 +68,14 @@ def train_distributed(
         "base_model_dir": str(base_model_dir), "train_pairs": [list(p) for p in train_pairs],
         "eval_pairs": [list(p) for p in eval_pairs] if eval_pairs else None, "cfg": asdict(cfg),
         "out_dir": str(out_dir), "work_dir": str(work_dir), "db_path": str(db_path), "run_id": run_id,
-        "lambda_key": lambda_key, "train_id": train_id, "result_path": str(result_path),
+        "lambda_key": unit.lambda_key, "seed_key": unit.seed_key, "train_id": train_id, "result_path": str(result_path),
     }))
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     command = torchrun_command(cfg.num_processes, spec_path)
     logger.info("launching %d processes: %s", cfg.num_processes, " ".join(command))
     (launch or (lambda cmd, e: _run_streaming(cmd, e, logger)))(command, env)
     if not result_path.is_file():
-        raise RuntimeError(f"the distributed training of λ={lambda_key} ended without a result ({result_path})")
+        raise RuntimeError(f"the distributed training of {unit.label} ended without a result ({result_path})")
     return TrainResult(**json.loads(result_path.read_text()))
 
 
@@ -97,7 +98,7 @@ def main(spec_path: str) -> None:
         writer = None
         if rank == 0:
             writer = TrainingLogWriter(spec["db_path"], run_id=spec["run_id"], lambda_key=spec["lambda_key"],
-                                       diversity_weight=spec["cfg"]["diversity_weight"], train_id=spec["train_id"])
+                                       seed_key=spec.get("seed_key", "0"), diversity_weight=spec["cfg"]["diversity_weight"], train_id=spec["train_id"])
         cfg = PolychromicTrainConfig.from_dict(spec["cfg"])
         result = train_lora_adapter(
             spec["base_model_dir"], [tuple(p) for p in spec["train_pairs"]], cfg, spec["out_dir"], log_fn=writer,

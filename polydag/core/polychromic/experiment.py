@@ -35,9 +35,10 @@ class Experiment:
     """What an experiment file asks polydag to run."""
 
     name: str
-    partition_key: str
+    partition_key: str  # the λ key
     run_config: dict  # {"ops": {asset: {"config": {...}}}}
     notes: list[str] = field(default_factory=list)  # what was mapped specially, for the user to read
+    seed_key: str = "0"  # the seed partition: the file's random_seed
 
     def op_config(self, asset: str) -> dict:
         return self.run_config["ops"][asset]["config"]
@@ -209,7 +210,12 @@ def translate_experiment(
 
     run_config = {"ops": {"reply_pairs": {"config": pairs}, "base_model": {"config": base},
                           "lora_checkpoints": {"config": train}}}
-    return Experiment(name=name, partition_key=canonical_lambda_key(key), run_config=run_config, notes=notes)
+    seed = train.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ExperimentError(f"experiment.random_seed must be a non-negative integer (it names the seed "
+                              f"partition), got {seed!r}")
+    return Experiment(name=name, partition_key=canonical_lambda_key(key), run_config=run_config, notes=notes,
+                      seed_key=str(seed))
 
 
 def load_experiment(path: str | Path, **kwargs) -> Experiment:

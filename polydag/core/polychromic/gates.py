@@ -32,11 +32,11 @@ class Gate:
 class TrainingGateError(RuntimeError):
     """A trained adapter failed a gate; nothing was stored."""
 
-    def __init__(self, lambda_key: str, failed: list[Gate]):
-        self.lambda_key, self.failed = lambda_key, failed
+    def __init__(self, unit: str, failed: list[Gate]):
+        self.unit, self.failed = unit, failed
         lines = "; ".join(f"{g.name}: {g.detail}" for g in failed)
         super().__init__(
-            f"λ={lambda_key}: the trained adapter failed {len(failed)} gate(s), so it does not replace "
+            f"{unit}: the trained adapter failed {len(failed)} gate(s), so it does not replace "
             f"the stored one (that adapter, its row and its training_log are unchanged): {lines}. "
             "Check learning_rate and diversity_weight, or the base model."
         )

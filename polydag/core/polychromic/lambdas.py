@@ -1,4 +1,4 @@
-"""λ partition keys.
+"""λ and seed partition keys.
 
 A λ key is the canonical string of a finite float (``repr(float(x))``: "0.0", "0.3", "1.0").
 Keys are stored as VARCHAR equal to the partition key, so "1" and "1.0" can never become
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import NamedTuple
 
 DEFAULT_LAMBDA_KEYS = ("0.0", "0.3", "1.0", "2.0")
 BASELINE_LAMBDA_KEY = "0.0"
@@ -96,3 +97,41 @@ def parse_lambda_key(text: str, *, allow_negative: bool = False) -> str:
             "--allow-negative if that is what you want"
         )
     return key
+
+
+# Seed keys: the second dimension of a sweep. A seed key is the decimal string of a
+# non-negative integer ("0", "1", "42"), stored as VARCHAR next to an INTEGER ``seed``.
+DEFAULT_SEED_KEYS = ("0",)
+
+
+def parse_seed_key(text: str) -> str:
+    """The canonical key of a training seed typed by a user (``"007"`` -> ``"7"``)."""
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9]+", text):
+        raise LambdaKeyError(f"seed key {text!r} is not a non-negative integer; seed partition keys are "
+                             f"training seeds such as 0, 1, 2")
+    return str(int(text))
+
+
+def seed_value(key: str) -> int:
+    """The training seed of a stored seed key; the key must already be canonical."""
+    canonical = parse_seed_key(key)
+    if canonical != key:
+        raise LambdaKeyError(f"seed key {key!r} is not canonical; add it as {canonical!r} "
+                             f"(`polydag seeds add {canonical}`)")
+    return int(canonical)
+
+
+class SweepKey(NamedTuple):
+    """One unit of a sweep: a λ and a training seed (a λ × seed partition)."""
+
+    lambda_key: str
+    seed_key: str = "0"
+
+    @property
+    def label(self) -> str:
+        return f"λ={self.lambda_key} seed={self.seed_key}"
+
+    @property
+    def dirname(self) -> str:
+        """Where the unit's artifacts live, below the sweep's root: ``<λ>/seed-<seed>``."""
+        return f"{self.lambda_key}/seed-{self.seed_key}"

@@ -19,7 +19,7 @@ checkpoints and resume, trackers and multi-process training come from it.
 Reproducibility. Same base, same data order (the Trainer's sampler seeded with ``seed``), same LoRA init
 (``torch.manual_seed(seed)``) for every λ, so partitions differ only by λ. The diversity
 sampling and the log-prob recomputation run under ``torch.random.fork_rng`` seeded from
-``(diversity_seed, step)``, so they never consume the main RNG stream (which drives LoRA
+``(diversity_seed + seed, step)``, so they never consume the main RNG stream (which drives LoRA
 dropout in the quality forward pass). When λ == 0 no diversity gradient is formed or added at
 all: its share is exactly 0 (the term is identically zero), and the adapter is bit-identical
 whether or not the diversity sampling ran (``sample_diversity_when_zero``).
@@ -56,6 +56,7 @@ from polydag.core.polychromic.objective import (
     set_diversity,
 )
 from polydag.core.evaluation.quality import QualityConfig, check_replies
+from polydag.core.polychromic.lambdas import SweepKey
 from polydag.core.polychromic.sampling import sampling_seed
 
 _log = logging.getLogger(__name__)
@@ -233,12 +234,12 @@ def adapter_sha256(adapter_dir: str | Path) -> str:
 def diversity_samples(model, tokenizer, prompt_ids: list[list[int]], cfg: PolychromicTrainConfig, step: int):
     """The diversity samples of training step ``step``: ``(token ids, texts)``, ``n_generations``
     per prompt, prompt-major, drawn by the evaluation sampler with seed
-    ``sampling_seed(diversity_seed, step)``. Token ids keep the stop token (its log-probability
+    ``sampling_seed(diversity_seed + seed, step)``. Token ids keep the stop token (its log-probability
     is part of the sample's score)."""
     from polydag.core.polychromic.sampling import decode_reply, sample_token_ids, stop_tokens
 
     ids = sample_token_ids(model, tokenizer, prompt_ids, cfg.n_generations, cfg.sampling(),
-                           seed=sampling_seed(cfg.diversity_seed, step))
+                           seed=sampling_seed(cfg.diversity_stream_seed, step))
     end = stop_tokens(model, tokenizer).end
     return ids, [decode_reply(tokenizer, row, end) for row in ids]
 
@@ -285,7 +286,7 @@ class _DiversityContext:
         prompts = [self.train_pairs[i][0] for i in chosen]
         prompt_ids = [self.examples[i][0] for i in chosen]
         sample_ids, texts = diversity_samples(model, self.tokenizer, prompt_ids, cfg, step)
-        step_seed = sampling_seed(cfg.diversity_seed, step)
+        step_seed = sampling_seed(cfg.diversity_stream_seed, step)
         rewards = None
         if cfg.objective == "polychromic_set":
             rewards = [float(r.passed) for r in check_replies(
@@ -649,9 +650,10 @@ def _logged_diversity(rows: list[dict]) -> _DiversityOutcome | None:
     return None
 
 
-def checkpoint_row(lambda_key: str, cfg: PolychromicTrainConfig, result: TrainResult, base_row: dict) -> dict:
-    """The ``lora_checkpoints`` row of one trained λ (``result`` already carries λ)."""
-    row = {"lambda_key": lambda_key, **asdict(result)}
+def checkpoint_row(unit: SweepKey | str, cfg: PolychromicTrainConfig, result: TrainResult, base_row: dict) -> dict:
+    """The ``lora_checkpoints`` row of one trained λ and seed (``result`` already carries λ)."""
+    unit = unit if isinstance(unit, SweepKey) else SweepKey(unit)
+    row = {"lambda_key": unit.lambda_key, "seed_key": unit.seed_key, "seed": cfg.seed, **asdict(result)}
     row["adapter_dir"] = str(row["adapter_dir"])
     row["base_model_path"] = base_row["path"]
     row["base_model_sha256"] = base_row.get("weights_sha256")
@@ -681,7 +683,7 @@ def training_identity(cfg: PolychromicTrainConfig, train_pairs, base_row: dict, 
 def train_partitions(
     base_row: dict,
     train_pairs: Sequence[tuple[str, str]],
-    cfgs: dict[str, PolychromicTrainConfig],
+    cfgs: dict[SweepKey, PolychromicTrainConfig],
     lora_dir: str | Path,
     *,
     db_path: str | Path,
@@ -690,21 +692,22 @@ def train_partitions(
     logger: logging.Logger | None = None,
     launch: Callable[[list[str], dict], None] | None = None,
 ) -> list[dict]:
-    """Train every λ of ``cfgs`` (λ key -> config) from the base model of ``base_row``.
+    """Train every sweep unit of ``cfgs`` (:class:`SweepKey` (λ, seed) -> config; a plain λ key
+    means seed 0) from the base model of ``base_row``.
 
     A config with ``num_processes`` > 1 trains under torchrun
     (:mod:`polydag.core.polychromic.distributed`; ``launch`` runs its command, e.g. through
     dagster-pipes).
 
-    Each λ's training lives in ``lora_dir/<key>/<identity>/``: Trainer checkpoints in
+    Each unit's training lives in ``lora_dir/<λ>/seed-<seed>/<identity>/``: Trainer checkpoints in
     ``trainer/`` (a crashed run of the same identity resumes from the newest complete one), the
     adapter of this run in ``run-<run_id>/``. Steps are logged live to ``training_log`` of
     ``db_path``. Every adapter must pass its gates (:mod:`polydag.core.polychromic.gates`)
-    before anything is kept; the trainings' rows become the λ's logs only when every λ passed.
+    before anything is kept; the trainings' rows become the units' logs only when every unit passed.
     A failure that would repeat (a gate, a non-finite loss, bad input) removes this run's rows,
     adapters and the failed training's checkpoints, so the stored adapters, rows and logs stay
     exactly as they were; an interruption (SIGTERM, Ctrl-C, a kill) keeps the checkpoints and
-    the rows up to them, to resume. Returns one ``lora_checkpoints`` row per λ.
+    the rows up to them, to resume. Returns one ``lora_checkpoints`` row per unit.
     """
     import shutil
 
@@ -715,18 +718,20 @@ def train_partitions(
     rows, trainings, dirs = [], {}, {}
     try:
         for key, cfg in cfgs.items():
+            unit = key if isinstance(key, SweepKey) else SweepKey(key)
             identity = training_identity(cfg, train_pairs, base_row, eval_pairs)
-            root = Path(lora_dir) / key / identity[:16]
-            trainings[key], dirs[key] = identity, root
-            writer = training_log.TrainingLogWriter(db_path, run_id=run_id, lambda_key=key,
-                                                    diversity_weight=cfg.diversity_weight, train_id=identity)
-            logger.info("training λ=%s on %d pairs (training %s)", key, len(train_pairs), identity[:16])
+            root = Path(lora_dir) / unit.dirname / identity[:16]
+            trainings[unit], dirs[unit] = identity, root
+            writer = training_log.TrainingLogWriter(db_path, run_id=run_id, lambda_key=unit.lambda_key,
+                                                    seed_key=unit.seed_key, diversity_weight=cfg.diversity_weight,
+                                                    train_id=identity)
+            logger.info("training %s on %d pairs (training %s)", unit.label, len(train_pairs), identity[:16])
             if cfg.num_processes > 1:
                 from polydag.core.polychromic.distributed import train_distributed
 
                 result = train_distributed(base_row["path"], train_pairs, cfg, root / f"run-{run_id}",
                                            work_dir=root / "trainer", eval_pairs=eval_pairs, db_path=db_path,
-                                           run_id=run_id, lambda_key=key, train_id=identity, logger=logger,
+                                           run_id=run_id, unit=unit, train_id=identity, logger=logger,
                                            launch=launch)
             else:
                 result = train_lora_adapter(base_row["path"], train_pairs, cfg, root / f"run-{run_id}",
@@ -736,9 +741,9 @@ def train_partitions(
             gates = adapter_gates(result, vocab_size=result.vocab_size, max_loss_ratio=cfg.gate_max_loss_ratio)
             failed = [g for g in gates if not g.passed]
             if failed:
-                raise TrainingGateError(key, failed)
-            logger.info("λ=%s passed its gates: %s", key, "; ".join(g.detail for g in gates))
-            rows.append({**checkpoint_row(key, cfg, result, base_row), "train_id": identity,
+                raise TrainingGateError(unit.label, failed)
+            logger.info("%s passed its gates: %s", unit.label, "; ".join(g.detail for g in gates))
+            rows.append({**checkpoint_row(unit, cfg, result, base_row), "train_id": identity,
                          "gates_passed": True, "gates": json.dumps(gates_record(gates))})
     except (KeyboardInterrupt, SystemExit):
         raise  # interrupted: checkpoints and logged rows stay, the next run resumes

@@ -99,3 +99,14 @@ def read_rows(path: str | Path, table: str, *, columns=None, timeout_s: float = 
             return pl.DataFrame()
         query = f'SELECT {selected} FROM "{table}" WHERE {" AND ".join(clauses) or "TRUE"}'
         return con.execute(query, params).pl()
+
+
+def unit_rows(path: str | Path, table: str, unit):
+    """The rows of one sweep unit (a ``SweepKey``: λ and seed) of a stored table; a table from
+    before seed partitions has no ``seed_key`` and holds seed 0's rows only."""
+    import polars as pl
+
+    rows = read_rows(path, table, lambda_key=unit.lambda_key)
+    if rows.is_empty() or "seed_key" not in rows.columns:
+        return rows if unit.seed_key == "0" else rows.clear()
+    return rows.filter(pl.col("seed_key") == unit.seed_key)

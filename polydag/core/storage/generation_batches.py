@@ -8,9 +8,9 @@ allows one writing process per file). A rerun with the same generation cache key
 finished prompts and samples only the missing ones; since evaluation seeds every prompt on
 its own, the texts are the ones an uninterrupted run draws.
 
-Lifetime of the rows (per λ, at most one partition's worth):
+Lifetime of the rows (per λ and seed, at most one partition's worth):
 
-- rows of a λ under another cache key are removed when that λ starts under a new key (a
+- rows of a unit under another cache key are removed when that unit starts under a new key (a
   different adapter, config, checker, prompt set, device or dtype never reuses them);
 - the rows of a finished draw stay after the run: the IO manager writes the partition only
   after the asset returns, and if that write fails the next run resumes every prompt from
@@ -28,6 +28,7 @@ import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from polydag.core.polychromic.lambdas import SweepKey
 from polydag.core.storage.duck import DuckDBBusyError, connect, table_exists
 
 TABLE = "generation_batches"
@@ -35,6 +36,7 @@ _DDL = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     cache_key VARCHAR NOT NULL,
     lambda_key VARCHAR NOT NULL,
+    seed_key VARCHAR NOT NULL DEFAULT '0',
     prompt_id VARCHAR NOT NULL,
     sample_idx INTEGER NOT NULL,
     text VARCHAR NOT NULL,
@@ -45,8 +47,20 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 _log = logging.getLogger(__name__)
 
 
+def _ensure_table(con) -> None:
+    con.execute(_DDL)
+    columns = {row[0] for row in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [TABLE]).fetchall()}
+    if "seed_key" not in columns:  # a table from before seed partitions: all of seed 0
+        con.execute(f"ALTER TABLE {TABLE} ADD COLUMN seed_key VARCHAR DEFAULT '0'")
+
+
+def _unit(key) -> SweepKey:
+    return key if isinstance(key, SweepKey) else SweepKey(key)
+
+
 class GenerationBatches:
-    """Finished prompt batches of one λ's draw under one cache key, in ``db_path``.
+    """Finished prompt batches of one sweep unit's (λ, seed) draw under one cache key, in ``db_path``.
 
     ``timeout_s`` bounds how long one write waits for the file lock; a batch that could not be
     written then stays pending (a warning says so) and goes out with the next batch, so a busy
@@ -57,7 +71,7 @@ class GenerationBatches:
         self.db_path = Path(db_path)
         self.timeout_s = timeout_s
         self.logger = logger or _log
-        self._pending: list[tuple[str, str, str, int, str]] = []
+        self._pending: list[tuple[str, str, str, str, int, str]] = []
 
     # ------------------------------------------------------------------ reading
 
@@ -80,11 +94,12 @@ class GenerationBatches:
 
     # ------------------------------------------------------------------ writing
 
-    def add(self, cache_key: str, lambda_key: str, replies: Mapping[str, Sequence[str]]) -> bool:
+    def add(self, cache_key: str, unit: SweepKey | str, replies: Mapping[str, Sequence[str]]) -> bool:
         """Store one finished batch, ``{prompt_id: its samples}``, in one transaction (a prompt
         stored before under the key is replaced). False when the file stayed busy: the rows
         are kept and written with the next call or :meth:`flush`."""
-        self._pending.extend((cache_key, lambda_key, str(pid), i, text)
+        unit = _unit(unit)
+        self._pending.extend((cache_key, unit.lambda_key, unit.seed_key, str(pid), i, text)
                              for pid, texts in replies.items() for i, text in enumerate(texts))
         return self.flush()
 
@@ -95,14 +110,14 @@ class GenerationBatches:
         rows = self._pending
         try:
             with connect(self.db_path, timeout_s=self.timeout_s) as con:
-                con.execute(_DDL)
+                _ensure_table(con)
                 con.execute("BEGIN TRANSACTION")
                 try:
-                    keys = sorted({(r[0], r[2]) for r in rows})
+                    keys = sorted({(r[0], r[3]) for r in rows})
                     con.executemany(f"DELETE FROM {TABLE} WHERE cache_key = ? AND prompt_id = ?", keys)
                     con.executemany(
-                        f"INSERT INTO {TABLE} (cache_key, lambda_key, prompt_id, sample_idx, text) "
-                        "VALUES (?, ?, ?, ?, ?)", rows)
+                        f"INSERT INTO {TABLE} (cache_key, lambda_key, seed_key, prompt_id, sample_idx, text) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", rows)
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
@@ -114,22 +129,24 @@ class GenerationBatches:
         self._pending = []
         return True
 
-    def prune(self, lambda_key: str, *, keep_cache_key: str | None = None) -> int:
-        """Remove ``lambda_key``'s rows, except those under ``keep_cache_key``; the count removed
+    def prune(self, unit: SweepKey | str, *, keep_cache_key: str | None = None) -> int:
+        """Remove the unit's rows, except those under ``keep_cache_key``; the count removed
         (0 with a warning when the file stayed busy: keyed rows are never reused wrongly)."""
         if not self.db_path.exists():
             return 0
-        where, params = "lambda_key = ?", [lambda_key]
+        unit = _unit(unit)
+        where, params = "lambda_key = ? AND seed_key = ?", list(unit)
         if keep_cache_key is not None:
             where, params = where + " AND cache_key <> ?", params + [keep_cache_key]
         try:
             with connect(self.db_path, timeout_s=self.timeout_s) as con:
                 if not table_exists(con, TABLE):
                     return 0
+                _ensure_table(con)
                 (count,) = con.execute(f"SELECT count(*) FROM {TABLE} WHERE {where}", params).fetchone()
                 if count:
                     con.execute(f"DELETE FROM {TABLE} WHERE {where}", params)
         except DuckDBBusyError as exc:  # stale rows are harmless (keyed); a later run removes them
-            self.logger.warning("could not remove λ=%s's old rows from %s (busy: %s)", lambda_key, TABLE, exc)
+            self.logger.warning("could not remove %s's old rows from %s (busy: %s)", unit.label, TABLE, exc)
             return 0
         return int(count)

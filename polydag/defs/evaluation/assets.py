@@ -22,13 +22,13 @@ from polydag.core.evaluation.metrics.registry import PER_PROMPT_METRICS
 from polydag.core.ops.cpu_threads import configure_torch_threads
 from polydag.core.ops.hashing import keyed_sha256
 from polydag.core.ops.jsonable import to_jsonable
-from polydag.core.polychromic.lambdas import BASELINE_LAMBDA_KEY
-from polydag.core.storage.duck import read_rows
+from polydag.core.polychromic.lambdas import BASELINE_LAMBDA_KEY, SweepKey
+from polydag.core.storage.duck import unit_rows
 from polydag.core.storage.tables import markdown_table
 from polydag.defs.config import run_config
 from polydag.defs.decorators import gpu_asset
 from polydag.defs.metadata import table_output
-from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME, by_lambda
+from polydag.defs.partitions import by_lambda_and_seed, partition_key_of, registered_units, sweep_key
 from polydag.defs.storage.costs import CostModel
 from polydag.defs.storage.resources import PolydagStorage
 
@@ -47,7 +47,7 @@ VerdictRunConfig = run_config(
         "(polydag.core.evaluation.config.VerdictThresholds).")
 
 
-@gpu_asset(group=GROUP, code_version="1", **by_lambda())
+@gpu_asset(group=GROUP, code_version="1", **by_lambda_and_seed())
 def generations(
     context: AssetExecutionContext,
     config: GenerationsRunConfig,
@@ -56,7 +56,7 @@ def generations(
     reply_pairs: pl.DataFrame,
     lora_checkpoints: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
-    """``n_samples`` replies per test prompt for each λ adapter, batched and seeded per prompt,
+    """``n_samples`` replies per test prompt for each λ × seed adapter, batched and seeded per prompt,
     each marked by the quality checker. Rows carry a cache key over the adapter sha256 and the
     generation and checker config: unchanged inputs reuse the stored samples, anything
     changed samples afresh. Finished prompt batches are kept in ``generation_batches`` as they
@@ -69,38 +69,39 @@ def generations(
     configure_torch_threads()
     gen_cfg, quality_cfg = config.spec(GenerationConfig), config.spec(QualityConfig)
     prompts = evaluation_prompts(reply_pairs)
-    checkpoints = {row["lambda_key"]: row for row in lora_checkpoints.iter_rows(named=True)}
+    checkpoints = {SweepKey(row["lambda_key"], row.get("seed_key") or "0"): row
+                   for row in lora_checkpoints.iter_rows(named=True)}
     embedder = None
     if quality_cfg.min_relevance is not None:
         embedder = embedder_for(config.spec(EmbeddingConfig), cache_dir=storage.embedding_cache_dir,
                                 logger=context.log)
     batches = GenerationBatches(storage.duckdb_path, logger=context.log)
     parts = {}
-    for key in context.partition_keys:
-        if key not in checkpoints:
+    for unit in map(sweep_key, context.partition_keys):
+        if unit not in checkpoints:
             raise ValueError(
-                f"λ={key} has no trained adapter; materialize it first: dagster asset "
-                f"materialize -m polydag --select lora_checkpoints --partition {key}"
+                f"{unit.label} has no trained adapter; materialize it first: dagster asset "
+                f"materialize -m polydag --select lora_checkpoints --partition '{partition_key_of(unit)}'"
             )
-        cached = read_rows(storage.duckdb_path, "generations", lambda_key=key)
-        parts[key] = generate_partition(checkpoints[key], prompts, gen_cfg, quality_cfg, cached=cached,
-                                        batches=batches, embedder=embedder, logger=context.log)
+        cached = unit_rows(storage.duckdb_path, "generations", unit)
+        parts[unit] = generate_partition(checkpoints[unit], prompts, gen_cfg, quality_cfg, cached=cached,
+                                         batches=batches, embedder=embedder, logger=context.log)
     table = pl.concat([part.table for part in parts.values()], how="vertical_relaxed")
-    pass_rates = table.group_by("lambda_key").agg(pl.col("passed").mean()).sort("lambda_key")
+    pass_rates = table.group_by("lambda_key", "seed_key").agg(pl.col("passed").mean()).sort("lambda_key", "seed_key")
     costs = cost_model.record(context, storage, device=resolve_device(gen_cfg.device))
     return Output(
         table,
-        data_version=DataVersion(keyed_sha256({key: part.cache_key for key, part in parts.items()})),
+        data_version=DataVersion(keyed_sha256({partition_key_of(u): part.cache_key for u, part in parts.items()})),
         metadata={
             **costs,
             "n_rows": table.height,
             "n_prompts": prompts.height,
-            "reused_partitions": ", ".join(k for k, part in parts.items() if part.reused) or "none",
+            "reused_partitions": ", ".join(partition_key_of(u) for u, part in parts.items() if part.reused) or "none",
             "n_resumed_prompts": sum(part.n_resumed_prompts for part in parts.values()),
             "n_generated_prompts": sum(part.n_generated_prompts for part in parts.values()),
             "pass_rate": MetadataValue.md(markdown_table(pass_rates)),
             "examples": MetadataValue.md(
-                markdown_table(table.select("lambda_key", "prompt", "text", "passed").head(8))
+                markdown_table(table.select("lambda_key", "seed_key", "prompt", "text", "passed").head(8))
             ),
         },
     )
@@ -121,8 +122,7 @@ def metrics(
     from polydag.core.evaluation.metrics import per_prompt_metrics, self_bleu_signature
 
     configure_torch_threads()
-    check_coverage(list(context.instance.get_dynamic_partitions(LAMBDA_PARTITIONS_NAME)), generations,
-                   lora_checkpoints, BASELINE_LAMBDA_KEY)
+    check_coverage(registered_units(context.instance), generations, lora_checkpoints, BASELINE_LAMBDA_KEY)
     embedder = embedder_for(config.spec(), cache_dir=storage.embedding_cache_dir, logger=context.log)
     # the BLEU signature travels with every row, so a stored Self-BLEU is never compared
     # with one computed under other settings

@@ -27,7 +27,7 @@ from polydag.core.storage.tables import markdown_table
 from polydag.defs.config import run_config
 from polydag.defs.decorators import gpu_asset
 from polydag.defs.metadata import jsonable_metadata
-from polydag.defs.partitions import by_lambda
+from polydag.defs.partitions import by_lambda_and_seed, sweep_key
 from polydag.defs.preflight import training_preflight
 from polydag.defs.storage.costs import CostModel
 from polydag.defs.storage.resources import PolydagStorage
@@ -45,7 +45,9 @@ LoraCheckpointsRunConfig = run_config(
     doc="Run config of ``lora_checkpoints``; field names follow the researchers' experiment YAML "
         "(polydag.core.polychromic.config.PolychromicTrainConfig).",
     overrides={"diversity_weight": (Optional[float], None,
-                                    "λ. Taken from the partition key; if given it must equal the key.")},
+                                    "λ. Taken from the partition key; if given it must equal the key."),
+               "seed": (Optional[int], None,
+                        "The training seed. Taken from the seed partition key; if given it must equal the key.")},
 )
 
 
@@ -102,7 +104,7 @@ def base_model(
                   metadata=jsonable_metadata({**row, **costs}))
 
 
-@gpu_asset(group=GROUP, code_version="1", **by_lambda())
+@gpu_asset(group=GROUP, code_version="1", **by_lambda_and_seed())
 def lora_checkpoints(
     context: AssetExecutionContext,
     config: LoraCheckpointsRunConfig,
@@ -111,17 +113,19 @@ def lora_checkpoints(
     reply_pairs: pl.DataFrame,
     base_model: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
-    """One peft LoRA adapter per λ, trained with the polychromic objective from the same base,
-    data order and seed, on transformers' Trainer. Adapters are saved with ``save_pretrained``
-    under ``data/artifacts/lora/<λ>/<training>/run-<run id>``; a run killed mid-training resumes
-    from its last checkpoint when the partition is materialized again. This table records
-    where the adapter is, and how training went."""
+    """One peft LoRA adapter per λ and seed, trained with the polychromic objective from the same
+    base (every λ of a seed shares its data order and LoRA init), on transformers' Trainer.
+    Adapters are saved with ``save_pretrained`` under
+    ``data/artifacts/lora/<λ>/seed-<seed>/<training>/run-<run id>``; a run killed mid-training
+    resumes from its last checkpoint when the partition is materialized again. This table
+    records where the adapter is, and how training went."""
     from polydag.core.polychromic.trainer import train_partitions
 
     configure_torch_threads()
     values = config.model_dump()
-    # λ enters here, once per key, from the partition (every key validated before any work)
-    cfgs = {key: PolychromicTrainConfig.for_partition(key, values) for key in context.partition_keys}
+    # λ and seed enter here, once per key, from the partition (every key validated before any work)
+    units = [sweep_key(key) for key in context.partition_keys]
+    cfgs = {unit: PolychromicTrainConfig.for_partition(unit.lambda_key, values, unit.seed_key) for unit in units}
     base_row = base_model.row(0, named=True)
     training_preflight(context, storage, base_model=base_row["path"])
     run_id = context.run.run_id
@@ -134,8 +138,9 @@ def lora_checkpoints(
     )
     table = pl.DataFrame(rows)
     costs = cost_model.record(context, storage, device=rows[-1]["device"])
-    version = keyed_sha256(dict(table.select("lambda_key", "adapter_sha256").iter_rows()))
-    curves = _curves_metadata(storage, list(cfgs))
+    version = keyed_sha256({f"{lam}|{seed}": sha for lam, seed, sha in
+                            table.select("lambda_key", "seed_key", "adapter_sha256").iter_rows()})
+    curves = _curves_metadata(storage, sorted({unit.lambda_key for unit in units}))
     return Output(table, data_version=DataVersion(version),
                   metadata={**_checkpoint_metadata(table), **curves, **jsonable_metadata(costs)})
 
@@ -151,16 +156,21 @@ def _pipes_launch(context: AssetExecutionContext):
     return launch
 
 
-def _curves_metadata(storage: PolydagStorage, keys: list[str]) -> dict:
-    """The training curves of these λ, as a PNG shown in the UI (W&B-style)."""
+def _curves_metadata(storage: PolydagStorage, lambda_keys: list[str]) -> dict:
+    """The training curves of these λ, one PNG per λ with a line per seed (every seed trained
+    so far, not only this run's), shown in the UI (W&B-style)."""
     from polydag.core.polychromic.curves import plot_training_curves
     from polydag.core.storage.duck import read_rows
 
-    log = read_rows(storage.duckdb_path, "training_log", lambda_key=keys, committed=True)
-    path = plot_training_curves(log, storage.artifact_path("plots", f"training_curves_{'_'.join(keys)}.png"))
-    encoded = base64.b64encode(path.read_bytes()).decode()
-    return {"training_curves": MetadataValue.md(f"![training curves](data:image/png;base64,{encoded})"),
-            "training_curves_path": MetadataValue.path(str(path))}
+    metadata = {}
+    for key in lambda_keys:
+        log = read_rows(storage.duckdb_path, "training_log", lambda_key=[key], committed=True)
+        path = plot_training_curves(log, storage.artifact_path("plots", f"training_curves_lambda_{key}.png"))
+        encoded = base64.b64encode(path.read_bytes()).decode()
+        metadata[f"training_curves λ={key}"] = MetadataValue.md(
+            f"![training curves λ={key}](data:image/png;base64,{encoded})")
+        metadata[f"training_curves_path λ={key}"] = MetadataValue.path(str(path))
+    return metadata
 
 
 _METADATA_FIELDS = (
@@ -178,9 +188,9 @@ _METADATA_FIELDS = (
 
 def _checkpoint_metadata(table: pl.DataFrame) -> dict:
     metadata = {
-        f"λ={row['lambda_key']} {field}": row.get(field)
+        f"λ={row['lambda_key']} seed={row['seed_key']} {field}": row.get(field)
         for row in table.iter_rows(named=True)
         for field in _METADATA_FIELDS
     }
-    metadata["summary"] = MetadataValue.md(markdown_table(table, ["lambda_key", *_METADATA_FIELDS]))
+    metadata["summary"] = MetadataValue.md(markdown_table(table, ["lambda_key", "seed_key", *_METADATA_FIELDS]))
     return jsonable_metadata(metadata)

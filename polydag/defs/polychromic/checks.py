@@ -11,6 +11,7 @@ from dagster import (
 )
 
 from polydag.core.storage.duck import read_rows
+from polydag.defs.partitions import sweep_key
 from polydag.core.storage.tables import markdown_table
 from polydag.defs.polychromic.assets import lora_checkpoints, reply_pairs
 from polydag.defs.storage.resources import PolydagStorage
@@ -66,9 +67,11 @@ def lora_diversity_gradient_nonzero(
 ) -> AssetCheckResult:
     from polydag.core.polychromic.gradient_audit import zero_gradient_lambdas
 
-    keys = list(context.partition_keys)
-    log = read_rows(storage.duckdb_path, "training_log", columns=["lambda_key", "diversity_grad_share"],
-                    lambda_key=keys)
+    units = [sweep_key(key) for key in context.partition_keys]
+    keys = sorted({unit.lambda_key for unit in units})
+    log = read_rows(storage.duckdb_path, "training_log",
+                    columns=["lambda_key", "seed_key", "diversity_grad_share"], lambda_key=keys,
+                    seed_key=sorted({unit.seed_key for unit in units}), committed=True)
     audit = zero_gradient_lambdas(log, keys)
     failing = audit.filter(~pl.col("ok"))
     return AssetCheckResult(

@@ -42,7 +42,8 @@ from dagster import (
 from polydag.core.storage import alerts as alert_store
 from polydag.core.polychromic.collapse import TRAINING, Alert, evaluation_alerts, training_alerts
 from polydag.core.storage.duck import DuckDBBusyError, connect, table_exists
-from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME
+from polydag.core.polychromic.lambdas import SweepKey
+from polydag.defs.partitions import LAMBDA_PARTITIONS_NAME, SEED_PARTITIONS_NAME, partition_key_of
 from polydag.defs.polychromic.resources import CollapseAlerting
 from polydag.defs.storage.resources import PolydagStorage
 
@@ -60,9 +61,13 @@ def _read_new_training_rows(db_path, cursor: int, timeout_s: float):
         top = con.execute("SELECT max(seq) FROM training_log WHERE seq > ?", [cursor]).fetchone()[0]
         if top is None:
             return cursor, None
+        columns = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
+                                             "WHERE table_name = 'training_log'").fetchall()}
+        # a log from before seed partitions (no seed_key) is seed 0's; its writer adds the column
+        unit = "run_id, lambda_key, seed_key" if "seed_key" in columns else "run_id, lambda_key"
         rows = con.execute(
-            """SELECT * FROM training_log WHERE (run_id, lambda_key) IN (
-                   SELECT DISTINCT run_id, lambda_key FROM training_log
+            f"""SELECT * FROM training_log WHERE ({unit}) IN (
+                   SELECT DISTINCT {unit} FROM training_log
                    WHERE seq > ? AND seq <= ?)
                AND seq <= ? ORDER BY seq""",
             [cursor, top, top],
@@ -71,9 +76,14 @@ def _read_new_training_rows(db_path, cursor: int, timeout_s: float):
 
 
 def _observation(alert: Alert, instance) -> AssetObservation:
-    """An observation on the alert's λ partition of lora_checkpoints (if that partition exists)."""
-    partition = alert.lambda_key if instance.has_dynamic_partition(
-        LAMBDA_PARTITIONS_NAME, alert.lambda_key) else None
+    """An observation on the alert's λ × seed partition of lora_checkpoints (a training alert
+    names its seed in ``subject``; an evaluation alert, about a λ over its seeds, goes on the
+    asset), if that partition exists."""
+    seed = alert.subject.removeprefix("seed=") if alert.subject.startswith("seed=") else None
+    partition = None
+    if seed is not None and instance.has_dynamic_partition(LAMBDA_PARTITIONS_NAME, alert.lambda_key) \
+            and instance.has_dynamic_partition(SEED_PARTITIONS_NAME, seed):
+        partition = partition_key_of(SweepKey(alert.lambda_key, seed))
     return AssetObservation(
         asset_key=OBSERVED_ASSET,
         partition=partition,

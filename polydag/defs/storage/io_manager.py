@@ -12,6 +12,12 @@ It is dagster-duckdb-polars' IO manager with these changes, each for a failure w
 * **Schema changes keep old partitions.** Upstream inserts by column position, so a column
   added to an asset (a new metric, a new gate) made every later write of a partitioned table
   fail. Here new columns are added to the stored table and rows are inserted by name.
+* **λ × seed partitions.** Upstream's ``DbIOManager`` fails on a multi-partitioned asset with
+  dynamic dimensions (dagster#32631: it lists their keys without the instance), and would
+  slice one by a key range per dimension (a box, exact only when the run's keys form one).
+  Here a multi-partitioned table is sliced by its exact keys: the row's key columns joined the
+  way Dagster joins a ``MultiPartitionKey`` (``lambda_key || '|' || seed_key``) must be one of
+  the run's keys.
 * **Loading across duckdb versions.** dagster-duckdb-polars 0.29 loads with
   ``DuckDBPyConnection.arrow()``, which duckdb 2.0 removed. We load with ``.pl()``, which both
   duckdb 1.x and 2.x provide. (``pyproject.toml`` still pins duckdb<2 because other parts of
@@ -23,12 +29,12 @@ from contextlib import contextmanager
 from typing import Sequence
 
 import polars as pl
-from dagster import InputContext, OutputContext
+from dagster import InputContext, MultiPartitionsDefinition, OutputContext, partition_loading_context
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 
 from polydag.core.storage import duck
-from polydag.instance.dagster_internals import DbIOManager, DbTypeHandler, TableSlice
+from polydag.instance.dagster_internals import DbIOManager, DbTypeHandler, TableSlice, TablePartitionDimension
 
 
 WRITE_LOCK_TIMEOUT_S = 600.0
@@ -91,6 +97,68 @@ class PolarsTypeHandler(DuckDBPolarsTypeHandler):
         return connection.execute(DuckDbClient.get_select_statement(table_slice)).pl()
 
 
+def multi_partition_expr(partitions_def: MultiPartitionsDefinition, columns: dict) -> str:
+    """The SQL expression of a row's multi-partition key: its dimensions' columns in the order
+    Dagster writes them into a ``MultiPartitionKey`` string, joined by ``|``."""
+    missing = [d.name for d in partitions_def.partitions_defs if d.name not in columns]
+    if missing:
+        raise ValueError(f"partition_expr names no column for the dimensions {missing}")
+    return "(" + " || '|' || ".join(f'"{columns[d.name]}"' for d in partitions_def.partitions_defs) + ")"
+
+
+# Columns a table stored before λ × seed partitions lacks: all its rows were seed 0's.
+LEGACY_SEED_COLUMNS = {"seed_key": "VARCHAR DEFAULT '0'", "seed": "BIGINT DEFAULT 0"}
+
+
+class ExactKeysDbIOManager(DbIOManager):
+    """``DbIOManager`` that slices multi-partitioned tables by their exact keys (module doc)."""
+
+    def handle_output(self, context: OutputContext, obj) -> None:
+        with partition_loading_context(dynamic_partitions_store=context.step_context.instance):
+            if isinstance(context.asset_partitions_def if context.has_asset_partitions else None,
+                          MultiPartitionsDefinition):
+                self._add_seed_columns(context)
+            super().handle_output(context, obj)
+
+    def _add_seed_columns(self, context: OutputContext) -> None:
+        """A λ table stored before seed partitions gets its seed columns (seed 0), so its rows
+        stay and the exact-key delete can name them."""
+        table_slice = self._get_table_slice(context, context)
+        with self._db_client.connect(context, table_slice) as conn:
+            have = {row[0] for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+                [table_slice.schema, table_slice.table]).fetchall()}
+            if have and "seed_key" not in have:
+                for column, ddl in LEGACY_SEED_COLUMNS.items():
+                    if column not in have:
+                        table = f'"{table_slice.schema}"."{table_slice.table}"'
+                        conn.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {ddl}')
+                        # the default is for the stored rows only; new rows bring their own
+                        conn.execute(f'ALTER TABLE {table} ALTER COLUMN "{column}" DROP DEFAULT')
+
+    def load_input(self, context: InputContext):
+        with partition_loading_context(dynamic_partitions_store=context.instance):
+            return super().load_input(context)
+
+    def _get_table_slice(self, context, output_context) -> TableSlice:
+        partitions_def = context.asset_partitions_def if context.has_asset_partitions else None
+        if not isinstance(partitions_def, MultiPartitionsDefinition):
+            return super()._get_table_slice(context, output_context)
+        metadata = output_context.definition_metadata or {}
+        path = context.asset_key.path
+        # the schema precedence of upstream: metadata, the IO manager's schema, a key prefix
+        schema = metadata.get("schema") or self._schema or (path[-2] if len(path) > 1 else "public")
+        return TableSlice(
+            table=path[-1],
+            schema=schema,
+            database=self._database,
+            partition_dimensions=[TablePartitionDimension(
+                partition_expr=multi_partition_expr(partitions_def, dict(metadata["partition_expr"])),
+                partitions=list(context.asset_partition_keys))],
+            columns=(context.definition_metadata or {}).get("columns"),
+        )
+
+
 class PolydagDuckDBIOManager(DuckDBIOManager):
     """Stores polars DataFrames as DuckDB tables named after their asset (schema ``main``)."""
 
@@ -103,7 +171,7 @@ class PolydagDuckDBIOManager(DuckDBIOManager):
         return pl.DataFrame
 
     def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
+        return ExactKeysDbIOManager(
             db_client=TransactionalDuckDbClient(),
             database=self.database,
             schema=self.schema_,
