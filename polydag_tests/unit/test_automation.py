@@ -30,7 +30,7 @@ from polydag.instance.dagster_internals import (
 
 LAMBDAS = ["0.0", "0.5", "1.0", "2.0", "4.0"]
 ROOTS = ["reply_pairs", "base_model", "problems", "codi_model"]
-EVAL = ["metrics", "metrics_summary", "comparison", "verdict"]
+EVAL = ["metrics", "metrics_summary", "comparison", "dose_response", "metric_validity", "verdict"]
 # evaluation times lie after the wall-clock time of the events the tests record, as in real use
 NIGHT = dt.datetime.combine(dt.date.today() + dt.timedelta(days=2), dt.time(2, 0),
                             tzinfo=dt.timezone.utc)
