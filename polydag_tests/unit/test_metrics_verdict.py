@@ -143,3 +143,31 @@ def test_plot_is_a_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     with pytest.raises(ValueError, match="lacks mean/_se"):
         plot_comparison(summary.drop("self_bleu_se"), comparison, tmp_path / "x.png")
+
+
+def test_plot_draws_each_seed_and_the_pooled_line(tmp_path):
+    rows = []
+    for seed_key in ("0", "1", "2", POOLED_SEED_KEY):
+        for lam in (0.0, 1.0, 2.0):
+            rows.append({"lambda_key": str(lam), "diversity_weight": lam, "seed_key": seed_key,
+                         "distinct_2": 0.2 + 0.05 * lam, "distinct_2_se": 0.01})
+    summary = pl.DataFrame(rows)
+    comparison = _comparison([("1.0", "distinct_2", 0.25, 0.001)], n_seeds=3)
+    path = plot_comparison(summary, comparison, tmp_path / "verdict.png", metrics=["distinct_2"])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_trend_columns_come_from_the_pooled_page_test():
+    from polydag.core.evaluation.metrics.verdict import trend_markdown, with_trend
+
+    trend = pl.DataFrame({
+        "seed_key": ["0", POOLED_SEED_KEY, POOLED_SEED_KEY], "metric": ["distinct_2", "distinct_2", "self_bleu"],
+        "p_better": [0.5, 0.004, 0.3], "p_worse": [0.5, 0.99, 0.7], "n_prompts": [10, 10, 10],
+        "lambda_keys": ["0.0,1.0,2.0"] * 3, "note": [None, None, None],
+    })
+    table = with_trend(verdict(_comparison(MAIN, n_seeds=3)), trend)
+    row = table.row(0, named=True)
+    assert row["distinct_2_trend_p"] == 0.004 and row["distinct_2_trend_significant"] is True
+    assert row["self_bleu_trend_significant"] is False
+    assert row["pass_at_10_trend_p"] is None and row["pass_at_10_trend_significant"] is False
+    assert "0.004 / 0.990 (10)" in trend_markdown(trend)
