@@ -173,3 +173,14 @@ def test_embedding_classes_use_complete_linkage():
     assert embedding_classes(np.stack([a, b, c]), threshold=0.2) == [0, 0, 0]
     assert embedding_classes(np.stack([a, b, c]), threshold=0.99) == [0, 1, 2]
     assert embedding_classes(np.zeros((0, 2))) == []
+
+
+def test_class_metrics_are_registered_with_direction_range_and_aggregation():
+    from polydag.core.evaluation.metrics.registry import MetricInfo, metric_info
+
+    for name, high in (("distinct_k", None), ("coverage", 1.0), ("pass_at_5_distinct_3", 1.0)):
+        info = metric_info(name)
+        assert info.higher_is_better is True and info.low == 0.0 and info.high == high
+        assert info.aggregation == "mean"
+    with pytest.raises(ValueError, match="aggregation 'median'"):
+        MetricInfo("x", True, 0.0, 1.0, "x", aggregation="median")

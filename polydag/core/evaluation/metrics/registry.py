@@ -20,6 +20,14 @@ import re
 from dataclasses import dataclass
 
 
+# How a metric's per-prompt values become one number per (λ, seed) (``summary``), as in
+# lm-evaluation-harness's metric registry. Every metric here is a per-prompt quantity whose
+# sweep-level value is its mean over prompts (pass@k included: the mean of the per-prompt
+# unbiased estimates is the unbiased estimate of the mean); the pooled row and the paired tests
+# use the same mean.
+AGGREGATIONS = ("mean",)
+
+
 @dataclass(frozen=True)
 class MetricInfo:
     name: str
@@ -27,6 +35,11 @@ class MetricInfo:
     low: float  # smallest possible value
     high: float | None  # largest possible value (None: depends on the number of samples)
     description: str
+    aggregation: str = "mean"  # one of AGGREGATIONS
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"metric {self.name!r}: aggregation {self.aggregation!r} is not one of {AGGREGATIONS}")
 
 
 DIVERSITY_METRICS: dict[str, MetricInfo] = {

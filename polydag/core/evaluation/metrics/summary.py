@@ -29,7 +29,12 @@ import polars as pl
 
 from polydag.core.polychromic.lambdas import lambda_value
 from polydag.core.evaluation.metrics.pass_at_k import pass_at_k
-from polydag.core.evaluation.metrics.registry import PER_PROMPT_METRICS, class_metric_columns, pass_at_k_column
+from polydag.core.evaluation.metrics.registry import (
+    PER_PROMPT_METRICS,
+    class_metric_columns,
+    metric_info,
+    pass_at_k_column,
+)
 from polydag.core.evaluation.metrics.seeds import POOLED_SEED_KEY, seed_order, with_seed_columns
 
 DEFAULT_KS = (1, 5, 10)
@@ -91,6 +96,8 @@ def bootstrap_se(values: np.ndarray, n_boot: int, seed: int) -> float:
 def _summary_row(part: pl.DataFrame, metric_names, n_boot: int, seed: int) -> dict:
     row = {}
     for m_index, name in enumerate(metric_names):
+        if metric_info(name).aggregation != "mean":  # the registry's only aggregation today
+            raise ValueError(f"summary cannot aggregate {name!r} by {metric_info(name).aggregation!r}")
         values = part.get_column(name).drop_nulls().drop_nans().to_numpy().astype(np.float64)
         row[name] = float(values.mean()) if values.size else None
         se = bootstrap_se(values, n_boot, seed + m_index)
