@@ -191,6 +191,8 @@ def comparison(metrics: pl.DataFrame) -> Output[pl.DataFrame]:
     return table_output(table, {"comparison": MetadataValue.md(markdown_table(table))})
 
 
+# Two unpartitioned tables over every (λ, seed) of ``metrics``: the trend across λ (read by the
+# verdict) and the validity of the diversity metrics against ground truth (read by people).
 @asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="1")
 def dose_response(metrics: pl.DataFrame) -> Output[pl.DataFrame]:
     """Does each metric move monotonically with λ? Page's L trend test over the λ values in
