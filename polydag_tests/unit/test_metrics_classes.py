@@ -11,25 +11,7 @@ from polydag.core.evaluation.metrics.classes import distinct_pass_at_k, embeddin
 from polydag.core.evaluation.metrics.ground_truth import prompt_truth_from_reply_pairs
 from polydag.core.evaluation.metrics.pass_at_k import pass_at_k
 from polydag.core.evaluation.metrics.per_prompt import per_prompt_metrics
-
-
-class TableEmbedder:
-    """Embeds each text as the vector a test gives for it (the embedder is a dependency here,
-    not the thing under test); unknown texts get a vector of their own, orthogonal to the rest."""
-
-    def __init__(self, vectors: dict[str, list[float]] | None = None, dimension: int = 64):
-        self.vectors = dict(vectors or {})
-        self.dimension = dimension
-
-    def encode(self, texts):
-        out = np.zeros((len(texts), self.dimension))
-        for row, text in enumerate(texts):
-            if text not in self.vectors:
-                axis = np.zeros(self.dimension)
-                axis[len(self.vectors) % self.dimension] = 1.0
-                self.vectors[text] = axis
-            out[row, : len(self.vectors[text])] = self.vectors[text]
-        return out
+from polydag_tests.unit.fakes import TableEmbedder
 
 
 # (λ, prompt) -> [(text, passed, reply_intent)]

@@ -112,3 +112,66 @@ def test_trend_needs_three_lambdas():
     result = dose_response_trends(table, ("distinct_2",))
     assert result["p_better"].null_count() == result.height
     assert result["note"][0] == "needs ≥ 3 λ values, has 2"
+
+
+INTENTS = ["agree", "ask", "advise", "joke", "cheer", "disagree", "story", "hype"]
+
+
+def _generations(n_intents, seeds=("0", "1", "2"), lambdas=("0.0", "1.0", "2.0"), n_prompts=8):
+    """10 samples per (λ, seed, prompt) spread over ``n_intents(λ, seed, p)`` intents; a
+    sample's text is its intent and the prompt's word, so same-intent samples repeat."""
+    rows = []
+    for s in seeds:
+        for key in lambdas:
+            for p in range(n_prompts):
+                k = n_intents(float(key), int(s), p)
+                for idx in range(10):
+                    intent = INTENTS[idx % k]
+                    rows.append({"lambda_key": key, "seed_key": s, "seed": int(s), "prompt_id": f"p{p}",
+                                 "sample_idx": idx, "text": f"{intent} about topic {p}", "passed": idx != 9,
+                                 "reply_intent": intent})
+    return pl.DataFrame(rows)
+
+
+def _more_intents_with_lambda(lam, s, p):
+    return 2 + p % 2 + int(lam) + (1 if lam == 2.0 and s == 1 else 0)
+
+
+def _evaluate(generations):
+    from polydag.core.evaluation.metrics.per_prompt import per_prompt_metrics
+    from polydag.core.evaluation.metrics.verdict import VerdictThresholds, verdict, with_trend
+    from polydag_tests.unit.fakes import TableEmbedder
+
+    truth = pl.DataFrame({"prompt_id": [f"p{p}" for p in range(8)], "admitted_intents": [INTENTS] * 8})
+    metrics = per_prompt_metrics(generations, TableEmbedder(dimension=256), prompt_truth=truth)
+    bars = VerdictThresholds(workshop={"distinct_k": 0.2}, main_conference={"distinct_k": 0.5},
+                             similar={"pass_at_1": 0.05})
+    comparison = compare_to_baseline(metrics, metrics=("distinct_k", "coverage", "pass_at_1"), n_boot=200)
+    trend = dose_response_trends(metrics.with_columns(pass_at_1=pl.col("n_passed") / pl.col("n_samples")),
+                                 ("distinct_k", "pass_at_1"))
+    return metrics, comparison, with_trend(verdict(comparison, bars), trend, bars)
+
+
+def test_from_generations_to_a_seed_consistent_main_conference_verdict():
+    metrics, comparison, table = _evaluate(_generations(_more_intents_with_lambda))
+    # distinct_k counts the passed samples' intents (sample 9 fails, so at most 9 of them)
+    row = metrics.filter((pl.col("lambda_key") == "2.0") & (pl.col("seed_key") == "1")
+                         & (pl.col("prompt_id") == "p1")).row(0, named=True)
+    assert row["distinct_k"] == 6 and row["coverage"] == pytest.approx(6 / 8)
+    pooled = comparison.filter((pl.col("seed_key") == POOLED_SEED_KEY) & (pl.col("metric") == "distinct_k"))
+    assert pooled["p_holm"].max() < 0.05
+    two = table.filter(pl.col("lambda_key") == "2.0").row(0, named=True)
+    assert two["n_seeds"] == 3 and two["distinct_k_n_seeds_better"] == 3
+    assert two["seed_consistent"] is True and two["main_conference_met"] is True
+    assert two["distinct_k_trend_p"] < 0.001 and two["pass_at_1_similar"] is True
+
+
+def test_a_seed_where_lambda_changes_nothing_refuses_main_conference():
+    def seed_2_flat(lam, s, p):
+        return _more_intents_with_lambda(0.0 if s == 2 else lam, s, p)
+
+    _, comparison, table = _evaluate(_generations(seed_2_flat))
+    two = table.filter(pl.col("lambda_key") == "2.0").row(0, named=True)
+    assert two["distinct_k_main_conference_met"] is True  # the pooled change alone would pass
+    assert two["distinct_k_n_seeds_better"] == 2 and two["seed_consistent"] is False
+    assert two["main_conference_met"] is False and two["workshop_met"] is True
