@@ -175,3 +175,19 @@ def test_a_seed_where_lambda_changes_nothing_refuses_main_conference():
     assert two["distinct_k_main_conference_met"] is True  # the pooled change alone would pass
     assert two["distinct_k_n_seeds_better"] == 2 and two["seed_consistent"] is False
     assert two["main_conference_met"] is False and two["workshop_met"] is True
+
+
+def test_alerts_and_the_ceiling_audit_read_the_pooled_rows_once_per_lambda():
+    from polydag.core.evaluation.metric_audit import pass_at_k_ceilings
+    from polydag.core.polychromic.collapse import evaluation_alerts
+    from polydag.core.polychromic.config import CollapseThresholds
+
+    table = _table(lambda lam, s, p: -0.05 * lam * (1 + p / N_PROMPTS))  # every seed gets less diverse
+    comparison = compare_to_baseline(table, metrics=("distinct_2", "self_bleu"), n_boot=200)
+    alerts = evaluation_alerts(comparison, CollapseThresholds(), run_id="r")
+    pooled_only = evaluation_alerts(comparison.filter(pl.col("seed_key") == POOLED_SEED_KEY).drop("seed_key"),
+                                    CollapseThresholds(), run_id="r")
+    assert alerts and [a.subject for a in alerts] == [a.subject for a in pooled_only]
+    assert len({(a.lambda_key, a.subject) for a in alerts}) == len(alerts)  # no per-seed duplicates
+    summary = summarize_metrics(table.with_columns(n_passed=pl.lit(10)), n_boot=50)
+    assert len(pass_at_k_ceilings(summary)) == 3 * 2  # pass@1/5/10 of 2 λ, not of each seed row too
