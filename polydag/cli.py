@@ -226,7 +226,8 @@ def cmd_train(args) -> int:
 
 VERDICT_COLUMNS = (
     "lambda_key", "distinct_2_rel_change", "distinct_2_p", "self_bleu_rel_change", "self_bleu_p",
-    "pass_at_10_rel_change", "pass_at_1_similar", "workshop_met", "main_conference_met",
+    "pass_at_10_rel_change", "pass_at_1_similar", "n_seeds", "seed_consistent", "workshop_met",
+    "main_conference_met",
 )
 STEP_SUMMARY_COLUMNS = ("protocol", "scheme", "mode", "site", "position", "n", "importance",
                         "importance_lo", "importance_hi", "flip_rate")

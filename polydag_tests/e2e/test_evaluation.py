@@ -32,7 +32,8 @@ def evaluated(tmp_path_factory):
         assert pipe.run(["reply_pairs", "base_model"], config).success
         assert pipe.run(["lora_checkpoints", "generations"], config,
                         partition_range=("0.0|0", "1.0|0")).success
-        result = pipe.run(["metrics", "metrics_summary", "comparison", "verdict"], config)
+        result = pipe.run(["metrics", "metrics_summary", "comparison", "dose_response", "metric_validity", "verdict"],
+                          config)
         yield pipe, config, result, home
 
 
@@ -42,13 +43,16 @@ def test_every_table_exists_with_the_sql_contract_columns(evaluated):
     contract = {
         "generations": {"lambda_key", "diversity_weight", "prompt_id", "sample_idx", "text",
                         "passed"},
-        "metrics": {"lambda_key", "diversity_weight", "prompt_id", "distinct_1", "distinct_2",
-                    "self_bleu", "semantic_diversity", "vendi", "n_samples", "n_passed"},
+        "metrics": {"lambda_key", "diversity_weight", "seed_key", "seed", "prompt_id", "distinct_1", "distinct_2",
+                    "self_bleu", "semantic_diversity", "vendi", "n_samples", "n_passed", "distinct_k", "coverage"},
         "metrics_summary": {"lambda_key", "diversity_weight", "pass_at_1", "pass_at_5",
                             "pass_at_10"},
         "comparison": {"lambda_key", "diversity_weight", "metric", "p_wilcoxon", "p_holm",
                        "ci_low", "ci_high", "cohens_dz"},
-        "verdict": {"lambda_key", "diversity_weight", "workshop_met", "main_conference_met"},
+        "verdict": {"lambda_key", "diversity_weight", "workshop_met", "main_conference_met", "n_seeds",
+                    "seed_consistency_assessed", "seed_consistent", "distinct_2_trend_p"},
+        "dose_response": {"seed_key", "metric", "page_l", "p_better", "p_worse", "note"},
+        "metric_validity": {"metric", "spearman_rho", "rho_oriented", "ci_low", "ci_high", "note"},
         "training_log": {"lambda_key", "diversity_weight", "step", "diversity_grad_share"},
     }
     for table, columns in contract.items():
@@ -58,6 +62,16 @@ def test_every_table_exists_with_the_sql_contract_columns(evaluated):
     assert n_test >= 3
     assert pipe.sql("SELECT count(*) FROM generations").item() == 2 * n_test * 10
     assert pipe.sql("SELECT DISTINCT lambda_key FROM comparison").to_series().to_list() == ["1.0"]
+    # one seed: never "main conference", and the reason is in the table
+    verdict = pipe.sql("SELECT n_seeds, seed_consistency_assessed, main_conference_met FROM verdict")
+    assert verdict.rows() == [(1, False, False)]
+    # this data has no reply intents: distinct_k comes from the embedding partition, coverage
+    # and the validity correlations are null, and say why
+    metrics = pipe.sql("SELECT distinct_k, distinct_k_source, coverage FROM metrics")
+    assert set(metrics["distinct_k_source"]) == {"embedding"} and metrics["coverage"].null_count() == metrics.height
+    assert (metrics["distinct_k"] >= 0).all()
+    validity = pipe.sql("SELECT spearman_rho, note FROM metric_validity")
+    assert validity["spearman_rho"].null_count() == validity.height and validity["note"][0].startswith("no ground truth")
 
 
 def test_stored_metrics_recompute_by_hand_from_generations(evaluated):
@@ -70,7 +84,7 @@ def test_stored_metrics_recompute_by_hand_from_generations(evaluated):
         for column, value in (("distinct_2", distinct_n(texts, 2)), ("self_bleu", self_bleu(texts))):
             got = row[column].item()
             assert (got is None and value != value) or got == pytest.approx(value, abs=1e-12)
-    summary = pipe.sql("SELECT lambda_key, pass_at_10, pass_at_1 FROM metrics_summary")
+    summary = pipe.sql("SELECT lambda_key, pass_at_10, pass_at_1 FROM metrics_summary WHERE seed_key = 'pooled'")
     for key, p10, p1 in summary.iter_rows():
         counts = gens.filter(pl.col("lambda_key") == key).group_by("prompt_id").agg(
             pl.col("passed").sum().alias("c"), pl.len().alias("n"))
@@ -132,7 +146,7 @@ def test_cli_metrics_star_recomputes_metrics_and_downstream(evaluated):
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "polydag",
          "--select", "metrics*"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    for asset in ("metrics", "metrics_summary", "comparison", "verdict"):
+    for asset in ("metrics", "metrics_summary", "comparison", "dose_response", "metric_validity", "verdict"):
         assert f"ASSET_MATERIALIZATION" in done.stderr and asset in done.stderr
     runs = pipe.instance.get_runs(limit=1)
     assert runs[0].is_success

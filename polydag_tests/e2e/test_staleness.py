@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 LAMBDAS = ["0.0", "1.0"]
 SWEEP_KEYS = [f"{lam}|0" for lam in LAMBDAS]  # the λ × seed partitions of seed 0
 POLYCHROMIC = ["reply_pairs", "base_model", "lora_checkpoints", "generations", "metrics", "metrics_summary",
-               "comparison", "verdict"]
+               "comparison", "dose_response", "metric_validity", "verdict"]
 GEN = {"n_samples": 10, "max_new_tokens": 8, "device": "cpu"}
 
 
@@ -38,7 +38,8 @@ def built(tmp_path_factory):
                   "base_model": TINY_BASE, "lora_checkpoints": TINY_LORA, "generations": GEN}
         assert pipe.run(["reply_pairs", "base_model"], config).success
         assert pipe.run(["lora_checkpoints", "generations"], config, partition_range=("0.0|0", "1.0|0")).success
-        assert pipe.run(["metrics", "metrics_summary", "comparison", "verdict"], config).success
+        assert pipe.run(["metrics", "metrics_summary", "comparison", "dose_response", "metric_validity", "verdict"],
+                          config).success
         yield pipe, config, source
 
 

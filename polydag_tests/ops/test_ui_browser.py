@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO_ROOT / "bench" / "results" / "ui_asset_graph.png"
 GROUP_ASSETS = {
     "polychromic": ["reply_pairs", "base_model", "lora_checkpoints"],
-    "evaluation": ["generations", "metrics", "metrics_summary", "comparison", "verdict"],
+    "evaluation": ["generations", "metrics", "metrics_summary", "comparison", "dose_response", "metric_validity",
+                   "verdict"],
     "step_importance": ["problems", "codi_model", "step_importance", "step_importance_summary"],
 }
 # The UI shows a "join the community" dialog over every page whose origin is 127.0.0.1 or

@@ -36,7 +36,7 @@ def units(lambdas, seed="0"):
     return [f"{lam}|{seed}" for lam in lambdas]
 
 ROOTS = ["reply_pairs", "base_model", "problems", "codi_model"]
-EVAL = ["metrics", "metrics_summary", "comparison", "verdict"]
+EVAL = ["metrics", "metrics_summary", "comparison", "dose_response", "metric_validity", "verdict"]
 # evaluation times lie after the wall-clock time of the events the tests record, as in real use
 NIGHT = dt.datetime.combine(dt.date.today() + dt.timedelta(days=2), dt.time(2, 0),
                             tzinfo=dt.timezone.utc)

@@ -11,7 +11,7 @@ from polydag.definitions import build_defs
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_ASSETS = {
     "reply_pairs", "base_model", "lora_checkpoints", "generations", "metrics",
-    "metrics_summary", "comparison", "verdict", "problems", "codi_model", "step_importance",
+    "metrics_summary", "comparison", "dose_response", "metric_validity", "verdict", "problems", "codi_model", "step_importance",
     "step_importance_summary",
 }
 
@@ -31,7 +31,7 @@ def test_metrics_star_selects_metrics_and_everything_downstream(tmp_path):
     graph = build_defs(tmp_path).resolve_asset_graph()
     selected = AssetSelection.from_string("metrics*").resolve(graph)
     assert {k.to_user_string() for k in selected} == {
-        "metrics", "metrics_summary", "comparison", "verdict"}
+        "metrics", "metrics_summary", "comparison", "dose_response", "metric_validity", "verdict"}
 
 
 def test_partitioned_assets_and_gpu_tags(tmp_path):

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from polydag.core.evaluation.metrics.lexical import distinct_n
-from polydag.core.evaluation.metrics.per_prompt import METRIC_COLUMNS, per_prompt_metrics
+from polydag.core.evaluation.metrics.per_prompt import metric_columns, per_prompt_metrics
 from polydag.core.evaluation.metrics.self_bleu import self_bleu
 from polydag.core.evaluation.metrics.semantic import mean_pairwise_cosine_distance, vendi_score
 
@@ -56,7 +56,7 @@ def test_values_equal_the_scalar_functions():
     samples, texts = _samples()
     embedder = TrigramEmbedder()
     table = per_prompt_metrics(samples.sample(fraction=1.0, shuffle=True, seed=3), embedder)
-    assert table.columns == list(METRIC_COLUMNS)
+    assert table.columns == metric_columns()
     assert table.height == 4
     for row in table.iter_rows(named=True):
         group = texts[(row["lambda_key"], row["prompt_id"])]

@@ -5,6 +5,7 @@ import polars as pl
 import pytest
 from scipy.stats import wilcoxon
 
+from polydag.core.evaluation.metrics.seeds import POOLED_SEED_KEY
 from polydag.core.evaluation.metrics.significance import cohens_dz, compare_to_baseline, holm_adjust, wilcoxon_p
 
 METRICS = ("distinct_1", "distinct_2", "self_bleu", "semantic_diversity", "vendi")
@@ -46,7 +47,10 @@ def test_clear_effect_is_significant_with_ci_excluding_zero():
 
 def test_identical_data_gives_p_one():
     table = _table({"1.0": 0.0})
-    result = compare_to_baseline(table, metrics=METRICS, n_boot=200)
+    both = compare_to_baseline(table, metrics=METRICS, n_boot=200)
+    # a table without seeds is seed "0"; its pooled rows equal its seed rows
+    assert both["seed_key"].to_list() == ["0"] * len(METRICS) + [POOLED_SEED_KEY] * len(METRICS)
+    result = both.filter(pl.col("seed_key") == POOLED_SEED_KEY)
     assert result["p_wilcoxon"].to_list() == [1.0] * len(METRICS)
     assert result["p_holm"].to_list() == [1.0] * len(METRICS)
     assert result["cohens_dz"].to_list() == [0.0] * len(METRICS)
@@ -68,7 +72,8 @@ def test_pass_at_k_is_compared_per_prompt():
 
 def test_holm_across_lambdas():
     table = _table({"0.3": 0.002, "1.0": 0.05, "2.0": 0.1})
-    result = compare_to_baseline(table, metrics=("distinct_2",), n_boot=200).sort("diversity_weight")
+    result = (compare_to_baseline(table, metrics=("distinct_2",), n_boot=200)
+              .filter(pl.col("seed_key") == POOLED_SEED_KEY).sort("diversity_weight"))
     raw = result["p_wilcoxon"].to_list()
     assert result["p_holm"].to_list() == pytest.approx(holm_adjust(raw))
     assert all(h >= r for h, r in zip(result["p_holm"], raw))

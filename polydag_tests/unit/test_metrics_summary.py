@@ -19,7 +19,12 @@ def _metrics(n_samples=10):
 
 
 def test_means_and_pass_at_k():
-    summary = summarize_metrics(_metrics(), n_boot=200)
+    both = summarize_metrics(_metrics(), n_boot=200)
+    # a table without seeds is seed "0", followed by its pooled row (the same numbers)
+    assert both["seed_key"].to_list() == ["0", "pooled", "0", "pooled"]
+    assert both.filter(pl.col("seed_key") == "0").drop("seed_key", "seed").equals(
+        both.filter(pl.col("seed_key") == "pooled").drop("seed_key", "seed"))
+    summary = both.filter(pl.col("seed_key") == "pooled")
     assert summary["lambda_key"].to_list() == ["0.0", "2.0"]
     base = summary.row(0, named=True)
     assert base["n_prompts"] == 4 and base["n_samples"] == 40 and base["n_passed"] == 17

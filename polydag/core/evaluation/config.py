@@ -5,6 +5,8 @@
 - :class:`QualityConfig`: the quality checker's rules.
 - :class:`EmbeddingConfig`: which sentence-embedding model scores relevance and semantic
   diversity.
+- :class:`DistinctClassesConfig`: the class metrics (distinct_k's embedding partition for data
+  without ground-truth intents, and the utility-style pass@k over classes).
 - :class:`VerdictThresholds`: the researchers' workshop and main-conference bars.
 
 The Dagster run configs are derived from these classes (``polydag.defs.config``).
@@ -16,6 +18,11 @@ import math
 from dataclasses import dataclass
 
 from polydag.core.ops.spec import Checks, setting
+
+# τ of distinct_k's embedding partition (see DistinctClassesConfig.class_similarity_threshold),
+# chosen from bench/results/class_threshold.json, which reads only the data generator's
+# templates: no model sample, and so no λ result, can move it
+DEFAULT_CLASS_SIMILARITY = 0.5
 
 VERDICT_LEVELS = ("workshop", "main_conference")
 
@@ -101,6 +108,36 @@ class EmbeddingConfig:
 
 
 @dataclass
+class DistinctClassesConfig:
+    """The class metrics of ``polydag.core.evaluation.metrics.classes``."""
+
+    class_similarity_threshold: float = setting(
+        DEFAULT_CLASS_SIMILARITY, help="distinct_k on data without ground-truth intents: samples share a class "
+        "only if every two of them have embedding cosine >= this (complete-linkage clustering of the MiniLM "
+        "embeddings). The default is the value whose class count came closest to the intents' count on replies "
+        "built from the default data's templates (bench/calibrate_class_threshold.py, "
+        "bench/results/class_threshold.json: mean |classes - intents| 1.2 of 8). The partition agrees only "
+        "weakly with the intents themselves (adjusted Rand index <= 0.10 at every threshold): MiniLM encodes "
+        "the topic more than the intent, so embedding distinct_k is a coarse proxy. Not used when the samples "
+        "carry intents.")
+    distinct_pass_k: int = setting(
+        5, help="k of pass_at_<k>_distinct_<m>: replies drawn without replacement from a prompt's samples "
+        "(<= n_samples). 5 of the default 10 keeps it a real probability; k = n_samples would be the "
+        "indicator distinct_k >= m.")
+    distinct_pass_m: int = setting(
+        3, help="m of pass_at_<k>_distinct_<m>: how many distinct valid classes the k replies must contain.")
+
+    def __post_init__(self) -> None:
+        checks = Checks(self).number("class_similarity_threshold", low=-1, high=1)
+        checks.integer("distinct_pass_k", low=1).integer("distinct_pass_m", low=1)
+        checks.need(not isinstance(self.distinct_pass_k, int) or not isinstance(self.distinct_pass_m, int)
+                    or self.distinct_pass_m <= self.distinct_pass_k,
+                    f"distinct_pass_m ({self.distinct_pass_m}) must be <= distinct_pass_k "
+                    f"({self.distinct_pass_k}): k replies cannot hold more than k classes")
+        checks.done()
+
+
+@dataclass
 class VerdictThresholds:
     """The researchers' bars as signed relative changes against λ = 0 (0.12 = +12%; lower
     Self-BLEU is better, so its bars are negative)."""
@@ -114,12 +151,18 @@ class VerdictThresholds:
     alpha: float = setting(0.05, help="Significance level on the p-value column.")
     p_column: str = setting("p_holm", help="Which p-value decides significance: p_holm (Holm across λ) or "
                             "p_wilcoxon.")
+    min_seeds: int = setting(3, help="Seed consistency, the researchers' last main-conference condition: "
+                             "it is assessed only with at least this many training seeds per λ (each with "
+                             "its own λ = 0), and holds when every bar metric moves in its better direction "
+                             "in every seed and the pooled test is significant. Main conference is never "
+                             "met while it is unassessed.")
 
     def __post_init__(self) -> None:
         from polydag.core.evaluation.metrics.registry import metric_info
 
         checks = Checks(self).number("alpha", low=0, high=1, low_open=True, high_open=True)
         checks.choice("p_column", ("p_holm", "p_wilcoxon"))
+        checks.integer("min_seeds", low=2)
         for level in VERDICT_LEVELS:
             for metric, bar in getattr(self, level).items():
                 info = metric_info(metric)

@@ -14,6 +14,8 @@ import re
 
 import polars as pl
 
+from polydag.core.evaluation.metrics.seeds import POOLED_SEED_KEY
+
 # (lower, upper) bounds of each per-prompt metric; vendi is bounded by the number of samples.
 METRIC_RANGES = {
     "distinct_1": (0.0, 1.0),
@@ -57,6 +59,8 @@ def diversity_metric_problems(metrics: pl.DataFrame) -> list[str]:
 def pass_at_k_ceilings(summary: pl.DataFrame, threshold: float = 0.95) -> list[str]:
     """pass@k at or above ``threshold``: the task or the quality checker is too easy."""
     found = []
+    if "seed_key" in summary.columns:  # per-seed rows and one pooled row per λ: judge the pooled one
+        summary = summary.filter(pl.col("seed_key") == POOLED_SEED_KEY)
     for column in [c for c in summary.columns if re.fullmatch(r"pass_at_\d+", c)]:
         for key, value in summary.select("lambda_key", column).iter_rows():
             if value is not None and value >= threshold:

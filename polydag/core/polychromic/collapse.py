@@ -52,6 +52,7 @@ import math
 import polars as pl
 
 from polydag.core.polychromic.config import CollapseThresholds
+from polydag.core.evaluation.metrics.seeds import POOLED_SEED_KEY
 from polydag.core.storage.alerts import Alert
 
 TRAINING = "training"
@@ -183,6 +184,12 @@ def evaluation_alerts(
     still shows the same problem is a new alert; the same run seen twice is not.
     """
     _require(comparison, COMPARISON_COLUMNS, "comparison")
+    # with training seeds, each λ has per-seed rows and one pooled row per metric
+    # (seed_key POOLED_SEED_KEY); an alert is about the λ, so it reads the pooled one
+    if "seed_key" in comparison.columns:
+        comparison = comparison.filter(pl.col("seed_key") == POOLED_SEED_KEY)
+    if metrics_summary is not None and "seed_key" in metrics_summary.columns:
+        metrics_summary = metrics_summary.filter(pl.col("seed_key") == POOLED_SEED_KEY)
     t = thresholds
     out: list[Alert] = []
     seen_pass: set[tuple[str, str]] = set()

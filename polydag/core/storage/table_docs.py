@@ -18,6 +18,13 @@ _LAMBDA = {
     "diversity_weight": "λ as a number: weight of the diversity term in the training loss",
 }
 
+# training seeds (polydag.core.evaluation.metrics.seeds): a table from before seeds is seed "0"
+_SEED = {
+    "seed_key": "training seed partition key as text, e.g. '0'; 'pooled' marks a row aggregated over the "
+                "λ's seeds (summary, comparison, trend tables only)",
+    "seed": "the training seed as an integer (null on pooled rows)",
+}
+
 TABLE_DOCS: dict[str, dict[str, str]] = {
     "reply_pairs": {
         "id": "row id from the source file (generated when the file has none)",
@@ -111,6 +118,17 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "semantic_diversity": "mean pairwise cosine distance of the sample embeddings (MiniLM)",
         "vendi": "Vendi score of the sample embeddings (effective number of distinct samples)",
         "self_bleu_signature": "sacrebleu settings of self_bleu (one BLEU object built per process)",
+        **_SEED,
+        "distinct_k": "NoveltyBench distinct_k: equivalence classes among the prompt's quality (passed) replies "
+                      "(ground-truth intents, else an embedding partition: see distinct_k_source)",
+        "coverage": "distinct admitted intents among the quality replies / intents the prompt admits (null "
+                    "without ground truth)",
+        "pass_at_*_distinct_*": "chance that k samples drawn without replacement contain >= m distinct classes "
+                                "of quality replies (exact; k, m from DistinctClassesConfig)",
+        "n_classed": "quality replies that were classed (with an intent, or embedded)",
+        "n_admitted_intents": "intents the prompt admits (null without ground truth)",
+        "distinct_k_source": "intent (ground-truth reply_intent) | embedding (MiniLM complete-linkage partition)",
+        "class_similarity_threshold": "cosine threshold of the embedding partition (null when classes are intents)",
     },
     "metrics_summary": {
         **_LAMBDA,
@@ -120,14 +138,22 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "distinct_1": "mean over prompts", "distinct_2": "mean over prompts",
         "self_bleu": "mean over prompts", "semantic_diversity": "mean over prompts",
         "vendi": "mean over prompts",
+        **_SEED,
+        "n_seeds": "seeds in the row (1, or the λ's seeds on its pooled row: per prompt the mean over seeds)",
+        "distinct_k": "mean over prompts", "coverage": "mean over prompts",
         # patterns are tried in order: the suffixes first, so pass_at_10_se is an SE
         "*_se": "bootstrap standard error of that mean",
         "*_n": "prompts that have a value for that metric",
+        "pass_at_*_distinct_*": "mean over prompts of the chance that k samples hold >= m distinct classes",
         "pass_at_*": "mean over prompts of the unbiased pass@k (Chen et al. 2021)",
     },
     "comparison": {
         **_LAMBDA,
         "baseline_key": "the λ compared against (0.0)",
+        **_SEED,
+        "aggregation": "seed (this seed against λ = 0 of the same seed) | mean_over_seeds (pooled: per prompt "
+                       "the mean over the λ's seeds, then the same paired test over prompts)",
+        "n_seeds": "seeds compared (1 on a seed row)",
         "metric": "metric name",
         "higher_is_better": "direction of the metric",
         "n_pairs": "prompts present under both λ",
@@ -139,7 +165,7 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "ci_high": "upper end of that CI",
         "ci_method": "how the CI was computed",
         "p_wilcoxon": "two-sided Wilcoxon signed-rank p over prompts",
-        "p_holm": "Holm-adjusted p across λ, per metric",
+        "p_holm": "Holm-adjusted p across λ, per metric and seed key",
         "cohens_dz": "paired effect size mean(d) / sd(d)",
     },
     "verdict": {
@@ -150,8 +176,43 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "*_workshop_met": "the metric meets the workshop bar (and is significant)",
         "*_main_conference_met": "the metric meets the main-conference bar (and is significant)",
         "*_similar": "pass@1 within the tolerance of the baseline",
+        "n_seeds": "training seeds of the λ",
+        "*_n_seeds_better": "seeds whose own mean change against λ = 0 is in the metric's better direction",
+        "*_seed_consistent": "every seed in the better direction and the pooled test significant (null: unassessed)",
+        "*_trend_p": "Page's one-sided p of the metric getting better as λ grows (pooled; same on every row)",
+        "*_trend_significant": "*_trend_p < alpha",
+        "seed_consistency_assessed": "the λ has at least min_seeds seeds",
+        "seed_consistent": "every bar metric is seed-consistent (null: unassessed)",
         "workshop_met": "every workshop bar met",
-        "main_conference_met": "every main-conference bar met",
+        "main_conference_met": "every main-conference bar met, and seed-consistent (never while unassessed)",
+    },
+    "dose_response": {
+        **_SEED,
+        "n_seeds": "seeds averaged (pooled row) or 1",
+        "metric": "metric name",
+        "higher_is_better": "direction of the metric",
+        "lambda_keys": "the λ values tested, ascending, comma-separated",
+        "n_lambdas": "λ values tested (the test needs >= 3)",
+        "n_prompts": "prompts with a value under every λ (the blocks)",
+        "page_l": "Page's L of the 'better as λ grows' ordering",
+        "p_better": "one-sided p: the metric gets better as λ grows (scipy.stats.page_trend_test)",
+        "p_worse": "one-sided p: the metric gets worse as λ grows",
+        "method": "exact or asymptotic (asymptotic when a prompt has tied values)",
+        "note": "why p is null, if it is",
+    },
+    "metric_validity": {
+        "metric": "diversity metric",
+        "higher_is_better": "direction of the metric (Self-BLEU: lower is more diverse)",
+        "target": "the ground truth it is ranked against (distinct_k from reply intents)",
+        "n_rows": "(prompt, λ, seed) rows with both values",
+        "n_prompts": "prompts among them (the bootstrap's resampled unit)",
+        "spearman_rho": "Spearman rank correlation with distinct_k",
+        "rho_oriented": "spearman_rho × −1 for lower-is-more-diverse metrics: > 0 means it tracks real diversity",
+        "ci_low": "lower end of the 95% prompt-bootstrap CI of rho_oriented",
+        "ci_high": "upper end of that CI",
+        "ci_method": "BCa, or percentile where BCa is undefined",
+        "resampled": "the bootstrap's unit (prompts)",
+        "note": "why the correlation is null, if it is (e.g. no ground truth)",
     },
     "alerts": {
         "alert_id": "hash of (source, kind, run_id, lambda_key, subject): one row per distinct alert",

@@ -1,4 +1,5 @@
-"""Polychromic sweep, evaluation half: adapters -> samples -> metrics -> comparison -> verdict.
+"""Polychromic sweep, evaluation half: adapters -> samples -> metrics -> comparison, dose
+response, metric validity -> verdict.
 
 Each asset turns config and partition keys into arguments, calls ``polydag.core``, stores
 the table and reports a data version computed from its content (the generation cache key
@@ -17,8 +18,14 @@ from dagster import (
     asset,
 )
 
-from polydag.core.evaluation.config import EmbeddingConfig, GenerationConfig, QualityConfig, VerdictThresholds
-from polydag.core.evaluation.metrics.registry import PER_PROMPT_METRICS
+from polydag.core.evaluation.config import (
+    DistinctClassesConfig,
+    EmbeddingConfig,
+    GenerationConfig,
+    QualityConfig,
+    VerdictThresholds,
+)
+from polydag.core.evaluation.metrics.registry import PER_PROMPT_METRICS, class_metric_columns
 from polydag.core.ops.cpu_threads import configure_torch_threads
 from polydag.core.ops.hashing import keyed_sha256
 from polydag.core.ops.jsonable import to_jsonable
@@ -39,8 +46,9 @@ GenerationsRunConfig = run_config(
     doc="Run config of ``generations``: how samples are drawn, the quality checker's rules and the "
         "embedding model of its relevance rule (polydag.core.evaluation.config).")
 MetricsRunConfig = run_config(
-    "MetricsRunConfig", [EmbeddingConfig], module=__name__,
-    doc="Run config of ``metrics``: the embedding model of the semantic metrics.")
+    "MetricsRunConfig", [EmbeddingConfig, DistinctClassesConfig], module=__name__,
+    doc="Run config of ``metrics``: the embedding model of the semantic metrics, and the class metrics "
+        "(distinct_k's embedding partition for data without intents, pass_at_<k>_distinct_<m>).")
 VerdictRunConfig = run_config(
     "VerdictRunConfig", [VerdictThresholds], module=__name__,
     doc="The researchers' bars as signed relative changes against λ = 0 "
@@ -107,75 +115,136 @@ def generations(
     )
 
 
-@asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="1")
+def _png_markdown(path, alt: str) -> MetadataValue:
+    encoded = base64.b64encode(Path(path).read_bytes()).decode()
+    return MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")
+
+
+@asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="2")
 def metrics(
     context: AssetExecutionContext,
     config: MetricsRunConfig,
     storage: PolydagStorage,
     generations: pl.DataFrame,
     lora_checkpoints: pl.DataFrame,
+    reply_pairs: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
-    """One row per (λ, test prompt): Distinct-1/2, Self-BLEU, semantic diversity, Vendi score,
-    n_samples and n_passed, over that prompt's samples."""
+    """One row per (λ, seed, test prompt): Distinct-1/2, Self-BLEU, semantic diversity, Vendi
+    score over that prompt's samples; distinct_k, coverage and pass@k over distinct classes of
+    its quality replies (ground-truth intents when the samples carry them, else an embedding
+    partition); n_samples and n_passed."""
     from polydag.core.evaluation.embeddings import embedder_for
     from polydag.core.evaluation.generation import check_coverage
-    from polydag.core.evaluation.metrics import per_prompt_metrics, self_bleu_signature
+    from polydag.core.evaluation.metrics import per_prompt_metrics, prompt_truth_from_reply_pairs, self_bleu_signature
 
     configure_torch_threads()
     check_coverage(registered_units(context.instance), generations, lora_checkpoints, BASELINE_LAMBDA_KEY)
-    embedder = embedder_for(config.spec(), cache_dir=storage.embedding_cache_dir, logger=context.log)
+    embedder = embedder_for(config.spec(EmbeddingConfig), cache_dir=storage.embedding_cache_dir, logger=context.log)
+    classes = config.spec(DistinctClassesConfig)
+    prompt_truth = prompt_truth_from_reply_pairs(reply_pairs)
     # the BLEU signature travels with every row, so a stored Self-BLEU is never compared
     # with one computed under other settings
-    table = per_prompt_metrics(generations, embedder, logger=context.log).with_columns(
-        self_bleu_signature=pl.lit(self_bleu_signature())
-    )
-    means = table.group_by("lambda_key").agg(
-        pl.col("diversity_weight").first(), *[pl.col(m).mean() for m in PER_PROMPT_METRICS]
-    ).sort("diversity_weight")
+    table = per_prompt_metrics(generations, embedder, prompt_truth=prompt_truth, classes=classes,
+                               logger=context.log).with_columns(self_bleu_signature=pl.lit(self_bleu_signature()))
+    source = table.get_column("distinct_k_source")[0]
+    shown = [*PER_PROMPT_METRICS, *class_metric_columns(table.columns)]
+    means = table.group_by("lambda_key", "seed_key").agg(
+        pl.col("diversity_weight").first(), *[pl.col(m).mean() for m in shown]
+    ).sort("diversity_weight", "seed_key")
+    if source == "intent":
+        truth_note = ("distinct_k and coverage count ground-truth reply intents among the quality replies"
+                      if prompt_truth is not None else
+                      "distinct_k counts ground-truth reply intents; coverage is null: the data has no "
+                      "admitted_intents per prompt")
+    else:
+        truth_note = (f"no ground truth (the samples carry no reply intents): distinct_k counts classes of an "
+                      f"embedding partition at cosine ≥ {classes.class_similarity_threshold}, and coverage is null")
     return table_output(table, {
         "n_rows": table.height,
+        "n_seeds": table.get_column("seed_key").n_unique(),
         "self_bleu_signature": self_bleu_signature(),
         "embedding_model": embedder.model_id,
+        "distinct_k_source": source,
+        "ground_truth": truth_note,
         "means": MetadataValue.md(markdown_table(means)),
     })
 
 
-@asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="1")
+@asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="2")
 def metrics_summary(metrics: pl.DataFrame) -> Output[pl.DataFrame]:
-    """Per λ: each metric's mean with a bootstrap standard error, and unbiased pass@1/5/10."""
+    """Per (λ, seed) and pooled per λ: each metric's mean with a bootstrap standard error, and
+    unbiased pass@1/5/10."""
     from polydag.core.evaluation.metrics import summarize_metrics
 
     table = summarize_metrics(metrics)
     return table_output(table, {"summary": MetadataValue.md(markdown_table(table))})
 
 
-@asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="1")
+@asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="2")
 def comparison(metrics: pl.DataFrame) -> Output[pl.DataFrame]:
-    """Each λ > 0 against λ = 0, per metric, paired by prompt: relative change, paired
-    bootstrap CI, Wilcoxon p, Cohen's d_z, Holm-adjusted p across λ."""
+    """Each λ > 0 against λ = 0, per metric, paired by prompt: per seed (against λ = 0 of the
+    same seed) and pooled (each prompt averaged over seeds, then the paired test); relative
+    change, paired bootstrap CI, Wilcoxon p, Cohen's d_z, Holm-adjusted p across λ."""
     from polydag.core.evaluation.metrics import compare_to_baseline
 
     table = compare_to_baseline(metrics, baseline_key=BASELINE_LAMBDA_KEY)
     return table_output(table, {"comparison": MetadataValue.md(markdown_table(table))})
 
 
+# Two unpartitioned tables over every (λ, seed) of ``metrics``: the trend across λ (read by the
+# verdict) and the validity of the diversity metrics against ground truth (read by people).
 @asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="1")
+def dose_response(metrics: pl.DataFrame) -> Output[pl.DataFrame]:
+    """Does each metric move monotonically with λ? Page's L trend test over the λ values in
+    ascending order, blocks = test prompts, per seed and pooled over seeds."""
+    from polydag.core.evaluation.metrics.significance import default_comparison_metrics
+    from polydag.core.evaluation.metrics.summary import DEFAULT_KS, with_pass_at_k
+    from polydag.core.evaluation.metrics.trend import dose_response_trends
+
+    table = dose_response_trends(with_pass_at_k(metrics, DEFAULT_KS), default_comparison_metrics(metrics))
+    return table_output(table, {"trend": MetadataValue.md(markdown_table(table))})
+
+
+@asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="1")
+def metric_validity(storage: PolydagStorage, metrics: pl.DataFrame) -> Output[pl.DataFrame]:
+    """Which cheap diversity metric tracks real diversity: the Spearman rank correlation of
+    Distinct-1/2, Self-BLEU, semantic diversity and Vendi with the ground-truth distinct_k
+    across (prompt, λ, seed) rows, with prompt-bootstrap 95% CIs. Without ground truth the
+    correlations are null and the metadata says why."""
+    from polydag.core.evaluation.metrics import metric_validity as validity_of, plot_validity
+    from polydag.core.evaluation.metrics.validity import NO_GROUND_TRUTH
+
+    table = validity_of(metrics)
+    has_truth = table.get_column("n_rows").sum() > 0
+    plot_path = plot_validity(table, metrics, storage.artifact_path("plots", "metric_validity.png"))
+    return table_output(table, {
+        "ground_truth": "distinct_k from ground-truth reply intents" if has_truth else NO_GROUND_TRUTH,
+        "n_rows": int(table.get_column("n_rows").max() or 0),
+        "validity": MetadataValue.md(markdown_table(table.drop("note") if has_truth else table)),
+        "plot": _png_markdown(plot_path, "Spearman rho of each diversity metric with distinct_k"),
+        "plot_path": MetadataValue.path(str(plot_path)),
+    })
+
+
+@asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="2")
 def verdict(
     context: AssetExecutionContext,
     config: VerdictRunConfig,
     storage: PolydagStorage,
     comparison: pl.DataFrame,
     metrics_summary: pl.DataFrame,
+    dose_response: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
-    """Which of the researchers' workshop and main-conference bars each λ meets."""
+    """Which of the researchers' workshop and main-conference bars each λ meets, whether the
+    change is consistent across seeds (main conference needs it), and the dose-response trend."""
     from polydag.core.evaluation.metrics import plot_comparison, verdict as build_verdict, verdict_markdown
+    from polydag.core.evaluation.metrics.verdict import trend_markdown, with_trend
     from polydag.core.storage.costs import total_sweep_cost
 
     thresholds = config.spec()
-    table = build_verdict(comparison, thresholds)
+    table = with_trend(build_verdict(comparison, thresholds), dose_response, thresholds)
     plot_path = storage.artifact_path("plots", "verdict.png")
     plot_comparison(metrics_summary, comparison, plot_path)
-    encoded = base64.b64encode(Path(plot_path).read_bytes()).decode()
     cost = total_sweep_cost(storage.duckdb_path)
     return table_output(table, {
         "sweep_cost_usd": cost["cost_usd"],
@@ -183,6 +252,7 @@ def verdict(
         "sweep_gpu_hours": cost["gpu_hours"],
         "sweep_cost_by_asset": MetadataValue.json(to_jsonable(cost["by_asset"])),
         "verdict": MetadataValue.md(verdict_markdown(table, thresholds)),
-        "plot": MetadataValue.md(f"![λ against each metric](data:image/png;base64,{encoded})"),
+        "trend": MetadataValue.md(trend_markdown(dose_response, thresholds)),
+        "plot": _png_markdown(plot_path, "λ against each metric"),
         "plot_path": MetadataValue.path(str(plot_path)),
     })

@@ -1,6 +1,13 @@
-"""Per-λ summary of the per-prompt metrics: means with bootstrap standard errors, and pass@k.
+"""Per-(λ, seed) and per-λ summary of the per-prompt metrics: means with bootstrap standard
+errors, and pass@k.
 
-For each λ and metric m over the prompts where m is defined (non-null):
+Rows: one per (λ, seed) (``seed_key`` as in the metrics table; a table without seeds is seed
+"0"), then one pooled row per λ (``seed_key = "pooled"``, ``seed`` null, ``n_seeds`` the seeds
+pooled). The pooled row first averages each prompt's values over the λ's seeds, then treats
+those per-prompt means like one seed's values: prompts stay the resampled unit, seeds are
+averaged (the same pooling as the pooled comparison).
+
+For each row and metric m over the prompts where m is defined (non-null):
 
     m      = mean over prompts
     m_se   = bootstrap standard error: the standard deviation (ddof=1) of the means of
@@ -22,7 +29,13 @@ import polars as pl
 
 from polydag.core.polychromic.lambdas import lambda_value
 from polydag.core.evaluation.metrics.pass_at_k import pass_at_k
-from polydag.core.evaluation.metrics.registry import PER_PROMPT_METRICS, pass_at_k_column
+from polydag.core.evaluation.metrics.registry import (
+    PER_PROMPT_METRICS,
+    class_metric_columns,
+    metric_info,
+    pass_at_k_column,
+)
+from polydag.core.evaluation.metrics.seeds import POOLED_SEED_KEY, seed_order, with_seed_columns
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -80,36 +93,73 @@ def bootstrap_se(values: np.ndarray, n_boot: int, seed: int) -> float:
     return float(means.std(ddof=1))
 
 
+def _summary_row(part: pl.DataFrame, metric_names, n_boot: int, seed: int) -> dict:
+    row = {}
+    for m_index, name in enumerate(metric_names):
+        if metric_info(name).aggregation != "mean":  # the registry's only aggregation today
+            raise ValueError(f"summary cannot aggregate {name!r} by {metric_info(name).aggregation!r}")
+        values = part.get_column(name).drop_nulls().drop_nans().to_numpy().astype(np.float64)
+        row[name] = float(values.mean()) if values.size else None
+        se = bootstrap_se(values, n_boot, seed + m_index)
+        row[f"{name}_se"] = None if np.isnan(se) else se
+        row[f"{name}_n"] = int(values.size)
+    return row
+
+
 def summarize_metrics(
     metrics_df: pl.DataFrame,
     ks: Sequence[int] = DEFAULT_KS,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pl.DataFrame:
-    """One row per lambda_key: ``n_prompts``, ``n_samples``, ``n_passed`` (totals), and for each
-    diversity metric and ``pass_at_<k>``: the mean, ``<m>_se`` and ``<m>_n`` (see module doc)."""
+    """Per (lambda_key, seed_key) and pooled per lambda_key: ``n_seeds``, ``n_prompts``,
+    ``n_samples``, ``n_passed`` (totals), and for each diversity metric, each class metric the
+    table has (``distinct_k``, ``coverage``, ``pass_at_<k>_distinct_<m>``) and ``pass_at_<k>``:
+    the mean, ``<m>_se`` and ``<m>_n`` (see module doc)."""
     _require_columns(metrics_df, ["lambda_key", "prompt_id", *PER_PROMPT_METRICS], "metrics table")
-    table = with_pass_at_k(metrics_df, ks)
-    metric_names = [*PER_PROMPT_METRICS, *(pass_at_k_column(k) for k in ks)]
+    table = with_seed_columns(with_pass_at_k(metrics_df, ks))
+    metric_names = [*PER_PROMPT_METRICS, *class_metric_columns(table.columns), *(pass_at_k_column(k) for k in ks)]
     rows = []
     for lambda_key in sorted(table.get_column("lambda_key").unique().to_list(), key=lambda_value):
         part = table.filter(pl.col("lambda_key") == lambda_key)
-        row = {
+        seed_keys = seed_order(part.get_column("seed_key").to_list())
+        for seed_key in seed_keys:
+            one = part.filter(pl.col("seed_key") == seed_key)
+            rows.append({
+                "lambda_key": lambda_key,
+                "diversity_weight": lambda_value(lambda_key),
+                "seed_key": seed_key,
+                "seed": one.get_column("seed")[0],
+                "n_seeds": 1,
+                "n_prompts": one.height,
+                "n_samples": int(one.get_column("n_samples").sum()),
+                "n_passed": int(one.get_column("n_passed").sum()),
+                **_summary_row(one, metric_names, n_boot, seed),
+            })
+        # per prompt, the mean over seeds (nulls left out), then the same statistics
+        per_prompt = part.group_by("prompt_id", maintain_order=True).agg(
+            [pl.col(name).cast(pl.Float64).fill_nan(None).mean() for name in metric_names]
+        )
+        rows.append({
             "lambda_key": lambda_key,
             "diversity_weight": lambda_value(lambda_key),
-            "n_prompts": part.height,
+            "seed_key": POOLED_SEED_KEY,
+            "seed": None,
+            "n_seeds": len(seed_keys),
+            "n_prompts": per_prompt.height,
             "n_samples": int(part.get_column("n_samples").sum()),
             "n_passed": int(part.get_column("n_passed").sum()),
-        }
-        for m_index, name in enumerate(metric_names):
-            values = part.get_column(name).drop_nulls().drop_nans().to_numpy()
-            row[name] = float(values.mean()) if values.size else None
-            se = bootstrap_se(values, n_boot, seed + m_index)
-            row[f"{name}_se"] = None if np.isnan(se) else se
-            row[f"{name}_n"] = int(values.size)
-        rows.append(row)
-    schema = {"lambda_key": pl.String, "diversity_weight": pl.Float64, "n_prompts": pl.Int64,
-              "n_samples": pl.Int64, "n_passed": pl.Int64}
+            **_summary_row(per_prompt, metric_names, n_boot, seed),
+        })
+    schema = {"lambda_key": pl.String, "diversity_weight": pl.Float64, "seed_key": pl.String, "seed": pl.Int64,
+              "n_seeds": pl.Int64, "n_prompts": pl.Int64, "n_samples": pl.Int64, "n_passed": pl.Int64}
     for name in metric_names:
         schema.update({name: pl.Float64, f"{name}_se": pl.Float64, f"{name}_n": pl.Int64})
     return pl.DataFrame(rows, schema=schema)
+
+
+def pooled_rows(summary_df: pl.DataFrame) -> pl.DataFrame:
+    """The pooled (one per λ) rows of a summary table; a table without seeds is all pooled."""
+    if "seed_key" not in summary_df.columns:
+        return summary_df
+    return summary_df.filter(pl.col("seed_key") == POOLED_SEED_KEY)
