@@ -59,7 +59,7 @@ def test_the_training_curves_picture_is_in_the_metadata(trained):
     _, _, result = trained
     meta = result.asset_materializations_for_node("lora_checkpoints")[0].metadata
     for lam in ("0.0", "1.0"):  # one picture per λ, a line per seed
-        assert meta[f"training_curves λ={lam}"].value.startswith("![training curves](data:image/png;base64,")
+        assert meta[f"training_curves λ={lam}"].value.startswith(f"![training curves λ={lam}](data:image/png;base64,")
         png = Path(meta[f"training_curves_path λ={lam}"].value)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
