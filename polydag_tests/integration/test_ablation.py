@@ -143,8 +143,10 @@ def test_null_control_and_baseline_match_plain_inference(model, tokenizer, probl
     base = rows.filter(pl.col("scheme") == "baseline").sort("problem_id")
     null = rows.filter(pl.col("scheme") == "null").sort("problem_id")
     assert base["answer_text"].to_list() == null["answer_text"].to_list()
-    assert base["gold_logprob"].to_list() == null["gold_logprob"].to_list()
-    assert null["kl_to_baseline"].to_list() == [0.0] * problems.height
+    # The null row is computed on its own row (the engine shares rows with equal edits), so
+    # its float metrics agree with the baseline's to rounding, not bit for bit.
+    assert null["gold_logprob"].to_list() == pytest.approx(base["gold_logprob"].to_list(), abs=1e-4)
+    assert max(null["kl_to_baseline"].to_list()) < 1e-6
     assert not null["flipped"].any() and not null["answer_changed"].any()
     for row in base.iter_rows(named=True):
         question = problems.filter(pl.col("problem_id") == row["problem_id"])["question"][0]

@@ -4,7 +4,8 @@ For every problem it answers once with all thoughts (``baseline``), once through
 path with nothing ablated (``null``, the control: it must reproduce the baseline exactly)
 and once per ablation variant, all rows of a chunk of problems in one batch
 (:func:`polydag.core.step_importance.inference.run_thought_loop`): each question is encoded once and its
-KV cache repeated per variant, and rows leave the batch when they emit EOS.
+keys and values shared by all of its variants, rows with identical edits so far computed once
+(the null control always on its own row), and rows leave the batch when they emit EOS.
 
 Variants (``AblationSpec``):
 
@@ -188,7 +189,10 @@ def _build_edits(variants, protocol, problem_partner_index, mean_thoughts, partn
     n_problems, n_variants = len(problem_partner_index), len(variants)
     n_rows, n_slots = n_problems * n_variants, protocol.num_fed + 1
     sites = sorted({v.site for v in variants if v.site != "none"})
-    edits = RowEdits()
+    # The null control is computed on its own row: the engine shares the states of rows with
+    # identical edits, and a null row shared with the baseline could not disagree with it.
+    null = torch.tensor([v.scheme == "null" for v in variants], dtype=torch.bool)
+    edits = RowEdits(isolated=null.repeat(n_problems))
     for site in sites:
         layer = layer_of_site(site)
         width = protocol.num_fed if layer is None else n_slots
