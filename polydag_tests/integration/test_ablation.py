@@ -1,5 +1,7 @@
 """The batched ablation engine against the one-row reference loop (tiny random LLaMA, fp32)."""
 
+import dataclasses
+
 import polars as pl
 import pytest
 import torch
@@ -13,7 +15,7 @@ from polydag.core.step_importance.ablation import (
     run_ablations,
 )
 from polydag.core.step_importance.inference import ThoughtEdit, reference_answer_one
-from polydag.core.step_importance.model import TinyCodiConfig, build_tiny_codi_model
+from polydag.core.step_importance.model import LLAMA_TARGET_MODULES, TinyCodiConfig, build_tiny_codi_model
 from polydag.core.step_importance.tiny_tokenizer import build_tiny_tokenizer
 from polydag.core.step_importance.problems import question_id
 
@@ -248,3 +250,42 @@ def test_run_time_validation(model, tokenizer, problems):
         run_ablations(model, tokenizer, problems.drop("question"), AblationSpec())
     empty = run_ablations(model, tokenizer, problems.head(0), AblationSpec())
     assert empty.is_empty() and empty.schema == pl.Schema(ROW_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_row(model, tokenizer, tmp_path_factory):
+    """The tiny model saved as a CODI checkpoint with its base directory, described as the
+    ``codi_model`` asset's row."""
+    import copy
+
+    from polydag.core.step_importance import api
+    from polydag.core.step_importance.model import save_codi_checkpoint
+
+    root = tmp_path_factory.mktemp("ckpt")
+    save_codi_checkpoint(model, root)
+    base_config = copy.deepcopy(model.causal_lm.config)
+    base_config.vocab_size = len(tokenizer)
+    base_config.save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    info = api.CodiModelInfo(kind="default", path=str(root), base_model_path=str(root / "base"), lora_r=4,
+                             lora_alpha=8, target_modules=",".join(LLAMA_TARGET_MODULES), prj_dim=32, num_latent=6,
+                             sha256="-", n_params=model.n_params())
+    return api.info_as_row(info)
+
+
+def test_a_bfloat16_run_reports_how_often_its_answers_differ_from_float32(checkpoint_row, problems):
+    from polydag.core.step_importance import api
+    from polydag.core.step_importance.config import StepImportanceConfig
+
+    cfg = StepImportanceConfig(device="cpu", dtype="bfloat16", max_new_tokens=MAX_NEW)
+    rows = api.run_step_importance(checkpoint_row, problems, cfg)
+    fp32 = api.run_step_importance(checkpoint_row, problems, StepImportanceConfig(device="cpu", dtype="float32",
+                                                                                  max_new_tokens=MAX_NEW))
+    report = api.float32_agreement(checkpoint_row, rows, problems, cfg)
+    assert report["dtype"] == "bfloat16"
+    stats = report["vs_float32"]
+    assert stats["n_rows_compared"] == rows.height == fp32.height    # under 10 problems: all re-checked
+    differs = int((~rows["predicted"].eq_missing(fp32["predicted"])).sum())
+    assert stats["n_answer_differs"] == differs
+    assert api.float32_agreement(checkpoint_row, fp32, problems, dataclasses.replace(cfg, dtype="float32")) == \
+        {"dtype": "float32"}

@@ -26,6 +26,7 @@ MODES = ("zero", "mean", "resample")
 DEFAULT_MODES = ("zero",)
 DEFAULT_SITES = ("input",)
 DEFAULT_MAX_NEW_TOKENS = 256  # CODI's gen_kwargs["max_new_tokens"]
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 RESEARCHERS_FED_THOUGHTS = 5
 RESEARCHERS_LAYER = 8
 _LAYER_SITE_RE = re.compile(r"^layer:(\d+)$")
@@ -187,6 +188,9 @@ class StepImportanceConfig:
                                  "teacher-forced block per chunk).")
     chunk_size: int = setting(32, help="Problems per batched forward (each with all its variants).")
     device: str = setting("auto", help="auto (cuda if available), cpu or cuda.")
+    dtype: str = setting("auto", help="Weights and compute dtype of the model: float32, bfloat16, float16, "
+                         "or auto (bfloat16 on CUDA, float32 on CPU). Reduced-precision answers can differ "
+                         "from float32 ones; the run metadata reports how often on a sample.")
 
     def __post_init__(self) -> None:
         for name in ("schemes", "modes", "sites"):
@@ -195,6 +199,7 @@ class StepImportanceConfig:
             if getattr(self, name) is not None:
                 setattr(self, name, tuple(getattr(self, name)))
         checks = Checks(self).integer("max_new_tokens", low=1).integer("chunk_size", low=1).integer("seed")
+        checks.choice("dtype", DTYPES)
         for name, allowed in (("schemes", SCHEMES), ("modes", MODES)):
             values = getattr(self, name)
             checks.need(len(values) > 0, f"{name} is empty; give at least one of {allowed}")

@@ -143,6 +143,8 @@ def step_importance(
     selected = codi.select_problems(problems, list(context.partition_keys))
     rows = codi.run_step_importance(codi_model.row(0, named=True), selected, cfg, all_problems=problems,
                                     logger=context.log)
+    precision = codi.float32_agreement(codi_model.row(0, named=True), rows, selected, cfg, all_problems=problems,
+                                       logger=context.log)
     own = rows.filter(pl.col("protocol") == "codi")  # compat rows have their own baseline
     baseline = own.filter(pl.col("scheme") == "baseline")
     costs = cost_model.record(context, storage, device=resolve_device(cfg.device))
@@ -152,6 +154,8 @@ def step_importance(
         "n_rows": rows.height,
         "baseline_accuracy": float(baseline["correct"].mean()),
         "flip_rate": float(own.filter(pl.col("position") >= 0)["flipped"].mean()),
+        "dtype": precision["dtype"],
+        **({"vs_float32": MetadataValue.json(precision["vs_float32"])} if "vs_float32" in precision else {}),
     })
 
 
