@@ -10,10 +10,13 @@ from polydag.core.step_importance.ablation import (
     ROW_SCHEMA,
     AblationSpec,
     compute_mean_thoughts,
+    compute_thought_moments,
+    gaussian_values,
     make_protocol,
     resample_partner,
     run_ablations,
 )
+from polydag.core.step_importance.config import MODES
 from polydag.core.step_importance.inference import ThoughtEdit, reference_answer_one
 from polydag.core.step_importance.model import LLAMA_TARGET_MODULES, TinyCodiConfig, build_tiny_codi_model
 from polydag.core.step_importance.tiny_tokenizer import build_tiny_tokenizer
@@ -60,7 +63,7 @@ def model(tokenizer):
     return m
 
 
-def _edits_by_hand(variant, researchers, width, mean_thoughts, partner_values):
+def _edits_by_hand(variant, researchers, width, moments, partner_values, problem_id):
     """The documented meaning of a variant, written out independently of the engine: input
     position p replaces fed thought z_p; a layer site replaces the layer output at the step
     that feeds z_p (loop slot p + 1), except under the researchers' protocol, where position
@@ -70,7 +73,11 @@ def _edits_by_hand(variant, researchers, width, mean_thoughts, partner_values):
     if variant.mode == "zero":
         values = torch.zeros(6, width)
     elif variant.mode == "mean":
-        values = mean_thoughts[variant.site]
+        values = moments[variant.site][0]
+    elif variant.mode == "global_mean":   # one vector, the mean over positions
+        values = moments[variant.site][0].mean(0).expand(6, width)
+    elif variant.mode == "gaussian":      # the seeded draw (its moments: test_gaussian_values_...)
+        values = gaussian_values(problem_id, variant.site, *moments[variant.site], seed=0)
     else:
         values = partner_values[variant.site]
     if variant.site == "input":
@@ -79,7 +86,7 @@ def _edits_by_hand(variant, researchers, width, mean_thoughts, partner_values):
     return [ThoughtEdit(variant.site, {p + offset: values[p] for p in variant.ablated})]
 
 
-def _reference_rows(model, tokenizer, problems, spec, rows, mean_thoughts, pool):
+def _reference_rows(model, tokenizer, problems, spec, rows, moments, pool):
     """Re-run every engine row with the one-row reference loop; returns mismatching rows."""
     protocol = make_protocol(model, spec.compat_researchers)
     variants = {v.variant: v for v in spec.variants(protocol)}
@@ -103,7 +110,8 @@ def _reference_rows(model, tokenizer, problems, spec, rows, mean_thoughts, pool)
                     values[f"layer:{layer}"] = slots[protocol.slot_offset: protocol.slot_offset + protocol.n_positions]
                 partners[row["partner_id"]] = values
             partner_values = partners[row["partner_id"]]
-        edits = _edits_by_hand(variant, spec.compat_researchers, model.hidden_size, mean_thoughts, partner_values)
+        edits = _edits_by_hand(variant, spec.compat_researchers, model.hidden_size, moments, partner_values,
+                               row["problem_id"])
         check_gold = row["problem_id"] == rows["problem_id"][0]   # one problem is enough for the metric
         ref = reference_answer_one(model, tokenizer, questions[row["problem_id"]], edits, num_fed=protocol.num_fed,
                                    max_new_tokens=MAX_NEW, gold=row["gold"] if check_gold else None)
@@ -116,7 +124,7 @@ def _reference_rows(model, tokenizer, problems, spec, rows, mean_thoughts, pool)
 
 @pytest.mark.parametrize("compat", [False, True], ids=["codi", "researchers"])
 def test_batched_engine_matches_one_row_reference_for_every_variant_kind(model, tokenizer, problems, compat):
-    modes = ("zero", "mean", "resample")
+    modes = MODES
     if compat:
         # Position 0 is the bot step under the researchers' protocol.
         spec = AblationSpec.researchers(layer=LAYER, schemes=("prefix", "single"), modes=modes,
@@ -125,13 +133,12 @@ def test_batched_engine_matches_one_row_reference_for_every_variant_kind(model, 
         spec = AblationSpec(schemes=("prefix", "single"), modes=modes, sites=("input", f"layer:{LAYER}"),
                             prefix_sizes=(3,), single_positions=(5,), max_new_tokens=MAX_NEW)
     subset = problems.head(2)
-    mean = compute_mean_thoughts(model, tokenizer, problems["question"].to_list(), sites=spec.sites,
-                                 compat_researchers=compat)
-    rows = run_ablations(model, tokenizer, subset, spec, chunk_size=2, mean_thoughts=mean,
-                         reference_problems=problems)
+    moments = compute_thought_moments(model, tokenizer, problems["question"].to_list(), sites=spec.sites,
+                                      compat_researchers=compat)
+    rows = run_ablations(model, tokenizer, subset, spec, chunk_size=2, reference_problems=problems)
     n_variants = len(spec.variants(make_protocol(model, compat)))
     assert rows.height == subset.height * n_variants
-    assert _reference_rows(model, tokenizer, subset, spec, rows, mean, problems) == []
+    assert _reference_rows(model, tokenizer, subset, spec, rows, moments, problems) == []
     ablated = rows.filter(pl.col("position") >= 0)
     # Non-vacuous: the ablations really change what the model says, in every mode.
     for mode in modes:
@@ -209,6 +216,12 @@ def test_mean_thoughts_are_the_mean_of_reference_thoughts(model, tokenizer, prob
     layer = torch.stack([torch.stack(r.layer_outputs[LAYER])[1:, 0] for r in refs]).mean(0)
     assert torch.allclose(mean["input"], fed, rtol=1e-3, atol=1e-3)
     assert torch.allclose(mean[f"layer:{LAYER}"], layer, rtol=1e-3, atol=1e-3)
+    moments = compute_thought_moments(model, tokenizer, questions, sites=("input", f"layer:{LAYER}"), batch_size=2)
+    fed_std = torch.stack([torch.stack(r.fed_thoughts) for r in refs]).std(0)          # n - 1 denominator
+    layer_std = torch.stack([torch.stack(r.layer_outputs[LAYER])[1:, 0] for r in refs]).std(0)
+    assert torch.allclose(moments["input"][1], fed_std, rtol=1e-3, atol=1e-3)
+    assert torch.allclose(moments[f"layer:{LAYER}"][1], layer_std, rtol=1e-3, atol=1e-3)
+    assert torch.equal(moments["input"][0], mean["input"])
     compat = compute_mean_thoughts(model, tokenizer, questions, sites=(f"layer:{LAYER}",), compat_researchers=True)
     assert compat[f"layer:{LAYER}"].shape == (6, model.hidden_size)  # bot + five fed thoughts
 
@@ -289,3 +302,15 @@ def test_a_bfloat16_run_reports_how_often_its_answers_differ_from_float32(checkp
     assert stats["n_answer_differs"] == differs
     assert api.float32_agreement(checkpoint_row, fp32, problems, dataclasses.replace(cfg, dtype="float32")) == \
         {"dtype": "float32"}
+
+
+def test_gaussian_values_match_the_moments_and_depend_only_on_id_site_and_seed():
+    mean = torch.linspace(-2, 2, 6 * 8).reshape(6, 8)
+    std = torch.linspace(0.1, 3, 6 * 8).reshape(6, 8)
+    draws = torch.stack([gaussian_values(f"p{i}", "input", mean, std, seed=0) for i in range(4000)])
+    assert torch.allclose(draws.mean(0), mean, atol=0.15)
+    assert torch.allclose(draws.std(0) / std, torch.ones_like(std), atol=0.08)
+    assert torch.equal(gaussian_values("p1", "input", mean, std, 0), gaussian_values("p1", "input", mean, std, 0))
+    assert not torch.equal(gaussian_values("p1", "input", mean, std, 0), gaussian_values("p1", "input", mean, std, 1))
+    assert not torch.equal(gaussian_values("p1", "input", mean, std, 0), gaussian_values("p1", "layer:1", mean, std, 0))
+    assert torch.equal(gaussian_values("p1", "input", mean, torch.zeros_like(std), 0), mean)

@@ -8,6 +8,7 @@ import pytest
 from polydag.core.step_importance.summary import (
     cochran_armitage,
     plot_importance,
+    rates_by_mode,
     summarize_step_importance,
     wilson_interval,
 )
@@ -145,3 +146,21 @@ def test_wilson_bounds_are_exact_at_the_extremes():
     rows = _rows()  # nothing broken: every importance is 0/8
     by_pos = summarize_step_importance(rows, PROBLEMS)["by_position"]
     assert by_pos["importance_lo"].to_list() == [0.0] * by_pos.height
+
+
+def test_flip_rate_and_importance_per_mode():
+    zero = _rows(broken_at=INCREASING)
+    # The same problems under gaussian noise: every position breaks the first baseline-correct one.
+    noise = zero.filter(pl.col("position") >= 0).with_columns(
+        mode=pl.lit("gaussian"), variant=pl.col("variant").str.replace("zero", "gaussian"),
+        correct=pl.col("baseline_correct") & (pl.col("problem_id") != "q0"))
+    noise = noise.with_columns(flipped=pl.col("correct") != pl.col("baseline_correct"))
+    table = rates_by_mode(pl.concat([zero, noise]))
+    by_mode = {r["mode"]: r for r in table.iter_rows(named=True)}
+    assert set(by_mode) == {"zero", "gaussian"}
+    # zero: 0+1+2+3+4+5 = 15 broken of 6 x 8 baseline-correct pairs, 15 flips of 60 pairs.
+    assert (by_mode["zero"]["n_broken"], by_mode["zero"]["n_baseline_correct"]) == (15, 48)
+    assert by_mode["zero"]["flip_rate"] == pytest.approx(15 / 60)
+    assert (by_mode["gaussian"]["n_broken"], by_mode["gaussian"]["importance"]) == (6, pytest.approx(6 / 48))
+    lo, hi = wilson_interval(6, 48)
+    assert (by_mode["gaussian"]["importance_lo"], by_mode["gaussian"]["importance_hi"]) == pytest.approx((lo, hi))

@@ -11,9 +11,13 @@ Variants (``AblationSpec``):
 
 - scheme ``prefix`` ablates positions 0..i-1 (the researchers' scheme; ``position`` = i - 1,
   the last ablated position); ``single`` ablates position i only.
-- mode ``zero`` replaces the value by zeros; ``mean`` by the dataset mean at that position
-  (:func:`compute_mean_thoughts`); ``resample`` by the value of another problem at that
-  position. The partner is a deterministic function of the problem id, the seed and the pool
+- mode ``zero`` replaces the value by zeros; ``mean`` by the per-step mean, the dataset mean
+  at that position (:func:`compute_mean_thoughts`); ``global_mean`` by the mean over the
+  dataset and all positions (one vector); ``gaussian`` by noise with the dataset's mean and
+  standard deviation at that position, per dimension (:func:`gaussian_values`, seeded by the
+  problem id, the site and the seed); ``resample`` by the value of another problem at that
+  position. These are the four replacements of Li et al. 2026 (causal-latent-cot) plus
+  resampling. The partner is a deterministic function of the problem id, the seed and the pool
   of problem ids (:func:`resample_partner`), so it does not depend on how problems are
   chunked into runs; pass the full problem table as ``reference_problems``.
 - site ``input`` replaces the thought embedding fed back at that position (z_i, i =
@@ -138,7 +142,7 @@ def compute_thought_bank(
     return {site: torch.cat(chunks, dim=0) for site, chunks in parts.items()}
 
 
-def compute_mean_thoughts(
+def compute_thought_moments(
     model: ContinuousThoughtModel,
     tokenizer,
     questions: Sequence[str],
@@ -147,44 +151,79 @@ def compute_mean_thoughts(
     compat_researchers: bool = False,
     batch_size: int = 64,
     logger: logging.Logger | None = None,
-) -> dict[str, torch.Tensor]:
-    """The dataset mean at each position of each site: ``{site: (n_positions, d)}``.
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The dataset mean and standard deviation (per dimension, ``n - 1`` in the denominator;
+    0 for a single question) at each position of each site: ``{site: (mean, std)}``, each
+    ``(n_positions, d)`` float32.
 
-    For ``input`` this is the mean fed thought z_i; for ``layer:L`` the mean output of layer
-    L at latent step i (under the researchers' protocol, position 0 is the bot step).
+    For ``input`` the values are the fed thoughts z_i; for ``layer:L`` the outputs of layer L
+    at latent step i (under the researchers' protocol, position 0 is the bot step). Sums are
+    accumulated in float64 over batches, so memory does not grow with the pool.
     """
     if not questions:
-        raise ValueError("compute_mean_thoughts needs at least one question")
+        raise ValueError("compute_thought_moments needs at least one question")
     log = logger or logging.getLogger(__name__)
     if compat_researchers and "input" in sites:
         raise ValueError("the researchers' protocol has no 'input' site (position 0 is the bot step)")
     protocol = make_protocol(model, compat_researchers)
     sums: dict[str, torch.Tensor] = {}
+    squares: dict[str, torch.Tensor] = {}
     for start in range(0, len(questions), batch_size):
         bank = compute_thought_bank(model, tokenizer, questions[start:start + batch_size], sites=sites,
                                     protocol=protocol, batch_size=batch_size)
         for site, values in bank.items():
+            values = values.double()
             sums[site] = sums.get(site, 0) + values.sum(dim=0)
-    log.info("mean thoughts over %d questions for sites %s", len(questions), ", ".join(sites))
-    return {site: total / len(questions) for site, total in sums.items()}
+            squares[site] = squares.get(site, 0) + (values * values).sum(dim=0)
+    n = len(questions)
+    log.info("thought moments over %d questions for sites %s", n, ", ".join(sites))
+    moments = {}
+    for site, total in sums.items():
+        mean = total / n
+        var = ((squares[site] - n * mean * mean) / (n - 1)).clamp(min=0) if n > 1 else torch.zeros_like(mean)
+        moments[site] = (mean.float(), var.sqrt().float())
+    return moments
+
+
+def compute_mean_thoughts(model: ContinuousThoughtModel, tokenizer, questions: Sequence[str], **kwargs
+                          ) -> dict[str, torch.Tensor]:
+    """The dataset mean at each position of each site: ``{site: (n_positions, d)}`` (the
+    ``mean`` of :func:`compute_thought_moments`, same arguments)."""
+    return {site: mean for site, (mean, _) in compute_thought_moments(model, tokenizer, questions, **kwargs).items()}
+
+
+def gaussian_values(problem_id: str, site: str, mean: torch.Tensor, std: torch.Tensor, seed: int) -> torch.Tensor:
+    """``gaussian`` mode's replacement for one problem at one site: ``mean + std * eps`` with
+    ``eps ~ N(0, 1)`` of shape ``(n_positions, d)``, drawn from a generator seeded by
+    ``sha256(f"{seed}:{problem_id}:{site}")``, so it depends only on these (not on chunking)."""
+    digest = hashlib.sha256(f"{seed}:{problem_id}:{site}".encode("utf-8")).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") & (2**63 - 1))
+    eps = torch.randn(tuple(mean.shape), generator=generator, dtype=torch.float32)
+    return mean.float() + std.float() * eps
 
 
 # --------------------------------------------------------------------------- the engine
 
 
-def _replacement_values(variant: Variant, protocol: Protocol, mean_thoughts, partner_bank, partner_index, d):
+def _replacement_values(variant: Variant, protocol: Protocol, moments, partner_bank, partner_index, problem_id,
+                        seed, d):
     """(n_positions, d) replacement values of one variant at its site."""
     n = protocol.n_positions
     if variant.mode == "zero":
         return torch.zeros(n, d)
     if variant.mode == "mean":
-        return mean_thoughts[variant.site]
+        return moments[variant.site][0]
+    if variant.mode == "global_mean":
+        return moments[variant.site][0].mean(dim=0, keepdim=True).expand(n, d)
+    if variant.mode == "gaussian":
+        mean, std = moments[variant.site]
+        return gaussian_values(problem_id, variant.site, mean, std, seed)
     if variant.mode == "resample":
         return partner_bank[variant.site][partner_index]
     raise AssertionError(variant.mode)
 
 
-def _build_edits(variants, protocol, problem_partner_index, mean_thoughts, partner_bank, d) -> RowEdits:
+def _build_edits(variants, protocol, problem_ids, problem_partner_index, moments, partner_bank, seed, d) -> RowEdits:
     """Row edits for a chunk: rows are problem-major, ``len(variants)`` rows per problem."""
     n_problems, n_variants = len(problem_partner_index), len(variants)
     n_rows, n_slots = n_problems * n_variants, protocol.num_fed + 1
@@ -202,7 +241,7 @@ def _build_edits(variants, protocol, problem_partner_index, mean_thoughts, partn
             for v, variant in enumerate(variants):
                 if variant.site != site or not variant.ablated:
                     continue
-                repl = _replacement_values(variant, protocol, mean_thoughts, partner_bank, partner, d)
+                repl = _replacement_values(variant, protocol, moments, partner_bank, partner, problem_ids[p], seed, d)
                 row = p * n_variants + v
                 for pos in variant.ablated:
                     index = pos if layer is None else pos + protocol.slot_offset
@@ -216,17 +255,18 @@ def _build_edits(variants, protocol, problem_partner_index, mean_thoughts, partn
 
 
 def reference_edits(variant: Variant, protocol: Protocol, hidden_size: int, *, mean_thoughts=None,
-                    partner_values=None) -> list[ThoughtEdit]:
+                    std_thoughts=None, partner_values=None, problem_id: str | None = None,
+                    seed: int = 0) -> list[ThoughtEdit]:
     """The same ablation as one-row :class:`ThoughtEdit`s for ``reference_answer_one``
-    (``partner_values``: ``{site: (n_positions, d)}`` of the resample partner)."""
+    (``mean_thoughts`` / ``std_thoughts``: ``{site: (n_positions, d)}``; ``partner_values``:
+    the same for the resample partner; ``problem_id`` and ``seed`` seed ``gaussian`` mode)."""
     if not variant.ablated:
         return []
-    if variant.mode == "zero":
-        values = torch.zeros(protocol.n_positions, hidden_size)
-    elif variant.mode == "mean":
-        values = mean_thoughts[variant.site]
-    else:
+    if variant.mode == "resample":
         values = partner_values[variant.site]
+    else:
+        moments = {site: (mean, (std_thoughts or {}).get(site)) for site, mean in (mean_thoughts or {}).items()}
+        values = _replacement_values(variant, protocol, moments, None, 0, problem_id, seed, hidden_size)
     layer = layer_of_site(variant.site)
     offset = 0 if layer is None else protocol.slot_offset
     return [ThoughtEdit(variant.site, {pos + offset: values[pos] for pos in variant.ablated})]
@@ -241,13 +281,15 @@ def run_ablations(
     chunk_size: int = 32,
     logger: logging.Logger | None = None,
     mean_thoughts: Mapping[str, torch.Tensor] | None = None,
+    std_thoughts: Mapping[str, torch.Tensor] | None = None,
     reference_problems: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per (problem, variant) for every problem of ``problems`` (columns: ROW_SCHEMA).
 
-    ``reference_problems`` (default: ``problems``) is the pool for resample partners and, if
-    ``mean_thoughts`` is not given, for the mean thoughts; pass the full problem table so
-    that results do not depend on which problems a run covers.
+    ``reference_problems`` (default: ``problems``) is the pool for resample partners and, for
+    the sites whose ``mean_thoughts`` (mean, global_mean and gaussian modes) or
+    ``std_thoughts`` (gaussian) are not given, for :func:`compute_thought_moments`; pass the
+    full problem table so that results do not depend on which problems a run covers.
     """
     spec = spec or AblationSpec()
     log = logger or logging.getLogger(__name__)
@@ -264,18 +306,26 @@ def run_ablations(
     d = model.hidden_size
     sites_by_mode = {mode: sorted({v.site for v in variants if v.mode == mode}) for mode in MODES}
 
-    if sites_by_mode["mean"]:
-        missing = [s for s in sites_by_mode["mean"] if mean_thoughts is None or s not in mean_thoughts]
+    moments: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    need_mean = sorted(set(sites_by_mode["mean"]) | set(sites_by_mode["global_mean"]) | set(sites_by_mode["gaussian"]))
+    if need_mean:
+        given_mean, given_std = dict(mean_thoughts or {}), dict(std_thoughts or {})
+        missing = [s for s in need_mean if s not in given_mean or (s in sites_by_mode["gaussian"] and s not in given_std)]
         if missing:
-            log.info("computing mean thoughts over %d reference problems", pool.height)
-            computed = compute_mean_thoughts(model, tokenizer, pool["question"].to_list(), sites=missing,
-                                             compat_researchers=spec.compat_researchers, batch_size=max(chunk_size, 16))
-            mean_thoughts = {**(mean_thoughts or {}), **computed}
-        mean_thoughts = {site: value.float().cpu() for site, value in mean_thoughts.items()}
-        for site in sites_by_mode["mean"]:
-            if tuple(mean_thoughts[site].shape) != (protocol.n_positions, d):
-                raise ValueError(f"mean_thoughts[{site!r}] has shape {tuple(mean_thoughts[site].shape)}, "
-                                 f"expected {(protocol.n_positions, d)}")
+            log.info("computing thought moments over %d reference problems", pool.height)
+            computed = compute_thought_moments(model, tokenizer, pool["question"].to_list(), sites=missing,
+                                               compat_researchers=spec.compat_researchers,
+                                               batch_size=max(chunk_size, 16))
+            for site, (mean, std) in computed.items():
+                given_mean.setdefault(site, mean)
+                given_std.setdefault(site, std)
+        for site in need_mean:
+            moments[site] = (given_mean[site].float().cpu(),
+                             given_std[site].float().cpu() if site in given_std else None)
+            for name, value in (("mean_thoughts", moments[site][0]), ("std_thoughts", moments[site][1])):
+                if value is not None and tuple(value.shape) != (protocol.n_positions, d):
+                    raise ValueError(f"{name}[{site!r}] has shape {tuple(value.shape)}, "
+                                     f"expected {(protocol.n_positions, d)}")
     partners: dict[str, str] = {}
     if sites_by_mode["resample"]:
         pool_ids = pool["problem_id"].to_list()
@@ -300,7 +350,8 @@ def run_ablations(
                                                     sites=sites_by_mode["resample"], protocol=protocol,
                                                     batch_size=max(len(partner_ids), 1))
                 partner_index = [partner_ids.index(partners[problem_ids[i]]) for i in chunk]
-            edits = _build_edits(variants, protocol, partner_index, mean_thoughts, partner_bank, d)
+            edits = _build_edits(variants, protocol, [problem_ids[i] for i in chunk], partner_index, moments,
+                                 partner_bank, spec.seed, d)
             gold_ids = [encode_gold_reply(tokenizer, golds[i]) for i in chunk] if spec.with_metrics else None
             n_var = len(variants)
             out = run_thought_loop(

@@ -22,7 +22,7 @@ from polydag.core.ops.spec import Checks, setting
 
 LLAMA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SCHEMES = ("prefix", "single")
-MODES = ("zero", "mean", "resample")
+MODES = ("zero", "mean", "global_mean", "gaussian", "resample")
 DEFAULT_MODES = ("zero",)
 DEFAULT_SITES = ("input",)
 DEFAULT_MAX_NEW_TOKENS = 256  # CODI's gen_kwargs["max_new_tokens"]
@@ -170,9 +170,11 @@ class StepImportanceConfig:
 
     schemes: tuple[str, ...] = setting(SCHEMES, help="prefix (ablate positions 0..i-1, the researchers' "
                                        "scheme) and/or single (ablate position i only).")
-    modes: tuple[str, ...] = setting(DEFAULT_MODES, help="Replacement of an ablated value: zero, mean (the "
-                                     "mean over the problem pool at that position) or resample (another "
-                                     "problem's value).")
+    modes: tuple[str, ...] = setting(DEFAULT_MODES, help="Replacement of an ablated value: zero; mean (the "
+                                     "per-step mean: the mean over the problem pool at that position); "
+                                     "global_mean (the mean over the pool and all positions); gaussian (noise "
+                                     "with the pool's mean and standard deviation at that position, per "
+                                     "dimension, seeded per problem); or resample (another problem's value).")
     sites: tuple[str, ...] = setting(DEFAULT_SITES, help="input (the fed thought) and/or layer:L (the output "
                                      "of decoder layer L at that latent step).")
     prefix_sizes: tuple[int, ...] | None = setting(None, help="Prefix variants ablate positions 0..i-1 for "

@@ -241,6 +241,22 @@ def _trend(ablations: pl.DataFrame, by_position: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(out, schema=schema)
 
 
+def rates_by_mode(rows: pl.DataFrame) -> pl.DataFrame:
+    """Flip rate and importance of each (protocol, mode, site), pooled over the ablation
+    variants' (problem, variant) pairs, with Wilson 95% intervals; descriptive (the pairs of
+    one problem are not independent)."""
+    ablations = rows.filter(pl.col("position") >= 0)
+    keys = ["protocol", "mode", "site"]
+    counts = ablations.group_by(keys).agg(
+        n_pairs=pl.len(),
+        n_flipped=pl.col("flipped").sum(),
+        n_baseline_correct=pl.col("baseline_correct").sum(),
+        n_broken=(pl.col("baseline_correct") & ~pl.col("correct")).sum(),
+    )
+    return counts.with_columns(*_wilson_exprs("n_flipped", "n_pairs", "flip_rate"),
+                               *_wilson_exprs("n_broken", "n_baseline_correct", "importance")).sort(keys)
+
+
 def summarize_step_importance(rows: pl.DataFrame, problems: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """All summary views of ``run_ablations`` rows (see the module docstring):
     ``baseline``, ``null_control``, ``by_position``, ``by_difficulty``, ``early_late`` and

@@ -108,6 +108,7 @@ def codi_model(
 
     from polydag.core.polychromic.base_model import resolve_device
     from polydag.core.step_importance import api as codi
+    from polydag.core.step_importance.summary import rates_by_mode
 
     configure_torch_threads()
     cfg = config.spec()
@@ -137,6 +138,7 @@ def step_importance(
     through one batched engine; correctness, flips, gold log-prob and KL to the baseline."""
     from polydag.core.polychromic.base_model import resolve_device
     from polydag.core.step_importance import api as codi
+    from polydag.core.step_importance.summary import rates_by_mode
 
     configure_torch_threads()
     cfg = config.spec()
@@ -154,6 +156,7 @@ def step_importance(
         "n_rows": rows.height,
         "baseline_accuracy": float(baseline["correct"].mean()),
         "flip_rate": float(own.filter(pl.col("position") >= 0)["flipped"].mean()),
+        "by_mode": MetadataValue.md(markdown_table(rates_by_mode(rows))),
         "dtype": precision["dtype"],
         **({"vs_float32": MetadataValue.json(precision["vs_float32"])} if "vs_float32" in precision else {}),
     })
