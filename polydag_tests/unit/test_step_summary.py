@@ -164,3 +164,32 @@ def test_flip_rate_and_importance_per_mode():
     assert (by_mode["gaussian"]["n_broken"], by_mode["gaussian"]["importance"]) == (6, pytest.approx(6 / 48))
     lo, hi = wilson_interval(6, 48)
     assert (by_mode["gaussian"]["importance_lo"], by_mode["gaussian"]["importance_hi"]) == pytest.approx((lo, hi))
+
+
+def test_early_late_split_is_configurable():
+    parts = summarize_step_importance(_rows(broken_at=INCREASING), PROBLEMS, early_positions=(0,),
+                                      late_positions=(4, 5))
+    row = parts["early_late"].filter(pl.col("difficulty") == "all").row(0, named=True)
+    # Early: position 0 breaks nothing (0 of 8); late: 4 + 5 broken of 2 x 8 pairs.
+    assert (row["n_broken_early"], row["n_pairs_early"]) == (0, 8)
+    assert (row["n_broken_late"], row["n_pairs_late"]) == (9, 16)
+    from polydag.core.step_importance.config import StepSummaryConfig
+
+    with pytest.raises(ValueError, match="must not share positions"):
+        StepSummaryConfig(early_positions=(0, 3), late_positions=(3, 4))
+
+
+def test_plot_has_a_pooled_curve_and_warns_about_nothing(tmp_path):
+    import warnings
+
+    rows = _rows(broken_at=INCREASING)
+    # A second family whose problems are never baseline-correct: no line, so no legend.
+    hopeless = rows.filter(pl.col("position") >= 0).with_columns(
+        mode=pl.lit("mean"), baseline_correct=pl.lit(False), correct=pl.lit(False))
+    parts = summarize_step_importance(pl.concat([rows, hopeless]), PROBLEMS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pooled = plot_importance(parts["by_difficulty"], tmp_path / "pooled.png", parts["by_position"])
+        plain = plot_importance(parts["by_difficulty"], tmp_path / "plain.png")
+    assert pooled.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pooled.read_bytes() != plain.read_bytes()

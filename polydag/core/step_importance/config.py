@@ -5,6 +5,7 @@
 - :class:`CodiTrainConfig`: the offline default CODI model and its training run.
 - :class:`StepImportanceConfig`: what a sweep runs (schemes, modes, sites, the researchers'
   protocol) and how (chunk size, device, decoding length).
+- :class:`StepSummaryConfig`: which positions the summary pools as early and late.
 - :class:`AblationSpec`: the engine's variant set for one protocol, built from a
   :class:`StepImportanceConfig` (:meth:`StepImportanceConfig.ablation_specs`).
 
@@ -225,6 +226,29 @@ class StepImportanceConfig:
                                                   max_new_tokens=self.max_new_tokens,
                                                   with_metrics=self.with_metrics))
         return specs
+
+
+@dataclass
+class StepSummaryConfig:
+    """How the step-importance summary pools positions."""
+
+    early_positions: tuple[int, ...] = setting((0, 1, 2), help="Thought positions pooled as 'early' in the "
+                                               "early-vs-late view (CODI's six thoughts: 0-2).")
+    late_positions: tuple[int, ...] = setting((3, 4, 5), help="Thought positions pooled as 'late' (CODI: 3-5; "
+                                              "Cywinski et al. find 2-step intermediates in latents 3 and 5).")
+
+    def __post_init__(self) -> None:
+        self.early_positions = tuple(self.early_positions)
+        self.late_positions = tuple(self.late_positions)
+        checks = Checks(self)
+        for name in ("early_positions", "late_positions"):
+            values = getattr(self, name)
+            checks.need(len(values) > 0 and all(isinstance(v, int) and v >= 0 for v in values),
+                        f"must be a non-empty list of positions >= 0, got {values!r}", field=name)
+        overlap = sorted(set(self.early_positions) & set(self.late_positions))
+        checks.need(not overlap, f"must not share positions with late_positions (both have {overlap})",
+                    field="early_positions")
+        checks.done()
 
 
 def researchers_layer(n_layers: int) -> int:

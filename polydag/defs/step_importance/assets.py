@@ -29,6 +29,7 @@ from polydag.core.step_importance.config import (
     CodiTrainConfig,
     ProblemsConfig,
     StepImportanceConfig,
+    StepSummaryConfig,
 )
 from polydag.core.storage.duck import read_rows
 from polydag.core.storage.tables import markdown_table
@@ -57,6 +58,9 @@ CodiModelRunConfig = run_config(
     nested={"default_model": (CodiTrainRunConfig, "The offline default model, trained when checkpoint_dir "
                                                   "is empty.")},
 )
+StepSummaryRunConfig = run_config(
+    "StepSummaryRunConfig", [StepSummaryConfig], module=__name__,
+    doc="Run config of ``step_importance_summary`` (polydag.core.step_importance.config.StepSummaryConfig).")
 StepImportanceRunConfig = run_config(
     "StepImportanceRunConfig", [StepImportanceConfig], module=__name__,
     doc="Run config of ``step_importance`` (polydag.core.step_importance.config.StepImportanceConfig).")
@@ -165,6 +169,7 @@ def step_importance(
 @asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="1")
 def step_importance_summary(
     context: AssetExecutionContext,
+    config: StepSummaryRunConfig,
     storage: PolydagStorage,
     step_importance: pl.DataFrame,
     problems: pl.DataFrame,
@@ -192,13 +197,15 @@ def step_importance_summary(
     if excluded:
         context.log.warning(f"{len(excluded)} problems with step_importance rows are no longer in the problems "
                             f"table (e.g. {excluded[:3]}); their rows are kept but left out of the summary")
-    parts = summarize_step_importance(rows, problems)
+    cfg = config.spec()
+    parts = summarize_step_importance(rows, problems, early_positions=cfg.early_positions,
+                                      late_positions=cfg.late_positions)
     table = pl.concat(
         [frame.with_columns(view=pl.lit(name)) for name, frame in parts.items()],
         how="diagonal_relaxed",
     )
     plot_path = storage.artifact_path("plots", "step_importance.png")
-    plot_importance(parts["by_difficulty"], plot_path)
+    plot_importance(parts["by_difficulty"], plot_path, parts["by_position"])
     encoded = base64.b64encode(Path(plot_path).read_bytes()).decode()
     return table_output(table, {
         "n_problems": rows["problem_id"].n_unique(),
