@@ -16,8 +16,9 @@ from polydag.core.step_importance.ablation import (
     resample_partner,
     run_ablations,
 )
+from polydag.core.step_importance.audit import reference_mismatches
 from polydag.core.step_importance.config import MODES
-from polydag.core.step_importance.inference import ThoughtEdit, reference_answer_one
+from polydag.core.step_importance.inference import ThoughtEdit, reference_answer_one, run_thought_loop
 from polydag.core.step_importance.model import LLAMA_TARGET_MODULES, TinyCodiConfig, build_tiny_codi_model
 from polydag.core.step_importance.tiny_tokenizer import build_tiny_tokenizer
 from polydag.core.step_importance.problems import question_id
@@ -314,3 +315,38 @@ def test_gaussian_values_match_the_moments_and_depend_only_on_id_site_and_seed()
     assert not torch.equal(gaussian_values("p1", "input", mean, std, 0), gaussian_values("p1", "input", mean, std, 1))
     assert not torch.equal(gaussian_values("p1", "input", mean, std, 0), gaussian_values("p1", "layer:1", mean, std, 0))
     assert torch.equal(gaussian_values("p1", "input", mean, torch.zeros_like(std), 0), mean)
+
+
+def _shifted_cache_engine(model, question_ids, **kwargs):
+    """A deliberately broken engine: every question's cache is shifted by one (its first
+    token, BOS, is dropped), so every later position is off by one."""
+    return run_thought_loop(model, [list(ids[1:]) for ids in question_ids], **kwargs)
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["real-engine", "shifted-cache"])
+def test_runtime_reference_gate_passes_the_engine_and_blocks_a_broken_one(model, tokenizer, problems, broken):
+    spec = AblationSpec(schemes=("prefix", "single"), modes=("zero", "gaussian"), prefix_sizes=(3,),
+                        single_positions=(5,), max_new_tokens=MAX_NEW)
+    sample = problems["problem_id"].to_list()[:2]
+    rows = run_ablations(model, tokenizer, problems.head(3), spec, chunk_size=2, reference_problems=problems,
+                         reference_problem_ids=sample,
+                         **({"engine": _shifted_cache_engine} if broken else {}))
+    checked = rows.filter(pl.col("reference_checked"))
+    assert sorted(checked["problem_id"].unique().to_list()) == sorted(sample)
+    assert checked.height == 2 * len(spec.variants(make_protocol(model)))
+    assert rows.filter(~pl.col("reference_checked"))["reference_answer_text"].null_count() == rows.height - checked.height
+    mismatches = reference_mismatches(rows)
+    if broken:
+        assert mismatches.height > 0
+    else:
+        assert mismatches.is_empty()
+
+
+def test_a_run_re_answers_all_its_problems_when_small(checkpoint_row, problems):
+    from polydag.core.step_importance import api
+    from polydag.core.step_importance.config import StepImportanceConfig
+
+    rows = api.run_step_importance(checkpoint_row, problems, StepImportanceConfig(device="cpu", dtype="float32",
+                                                                                  max_new_tokens=MAX_NEW))
+    assert rows["reference_checked"].all()                  # 5 problems < reference_all_below
+    assert reference_mismatches(rows).is_empty()

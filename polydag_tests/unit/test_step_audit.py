@@ -35,3 +35,13 @@ def test_answers_differing_counts_text_number_and_correctness_separately():
     assert (stats["n_text_differs"], stats["n_answer_differs"], stats["n_correctness_differs"]) == (2, 2, 2)
     assert stats["share_answer_differs"] == 0.5
     assert answers_differing(rows, other.head(1))["n_rows_compared"] == 1   # only rows both have
+
+
+def test_reference_mismatches_only_look_at_checked_rows():
+    from polydag.core.step_importance.audit import reference_mismatches
+
+    rows = pl.DataFrame({"problem_id": ["p0", "p0", "p1", "p1"], "answer_text": ["a 1", "a 2", "a 3", "a 4"],
+                         "reference_checked": [True, True, False, True],
+                         "reference_answer_text": ["a 1", "a 9", None, None]})
+    assert reference_mismatches(rows)["answer_text"].to_list() == ["a 2", "a 4"]
+    assert reference_mismatches(rows.head(1)).is_empty()

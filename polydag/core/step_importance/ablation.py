@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import polars as pl
 import torch
@@ -65,6 +65,7 @@ from polydag.core.step_importance.inference import (
     encode_gold_reply,
     encode_question,
     first_answer_token_index,
+    reference_answer_one,
     run_thought_loop,
 )
 from polydag.core.step_importance.model import ContinuousThoughtModel
@@ -89,6 +90,8 @@ ROW_SCHEMA = {
     "gold_logprob": pl.Float64,
     "kl_to_baseline": pl.Float64,
     "n_answer_tokens": pl.Int64,
+    "reference_checked": pl.Boolean,
+    "reference_answer_text": pl.String,
 }
 
 
@@ -283,8 +286,16 @@ def run_ablations(
     mean_thoughts: Mapping[str, torch.Tensor] | None = None,
     std_thoughts: Mapping[str, torch.Tensor] | None = None,
     reference_problems: pl.DataFrame | None = None,
+    reference_problem_ids: Collection[str] = (),
+    engine: Callable = run_thought_loop,
 ) -> pl.DataFrame:
     """One row per (problem, variant) for every problem of ``problems`` (columns: ROW_SCHEMA).
+
+    Every variant of the problems in ``reference_problem_ids`` is also answered by the
+    independent one-row loop (:func:`reference_answer_one`, written like CODI's test.py), with
+    the same replacement values; its text goes to ``reference_answer_text`` and
+    ``reference_checked`` is true (the runtime reference gate compares them). ``engine`` is
+    the batched loop (tests pass a deliberately broken one to show that the gate sees it).
 
     ``reference_problems`` (default: ``problems``) is the pool for resample partners and, for
     the sites whose ``mean_thoughts`` (mean, global_mean and gaussian modes) or
@@ -332,7 +343,9 @@ def run_ablations(
         partners = {pid: resample_partner(pid, pool_ids, spec.seed) for pid in problems["problem_id"].to_list()}
         pool_questions = dict(zip(pool["problem_id"].to_list(), pool["question"].to_list()))
 
-    ids = [encode_question(tokenizer, q) for q in problems["question"].to_list()]
+    questions = problems["question"].to_list()
+    ids = [encode_question(tokenizer, q) for q in questions]
+    checked = set(reference_problem_ids)
     # Chunks of similar length waste less compute on padding; rows go back to input order.
     order = sorted(range(problems.height), key=lambda i: (len(ids[i]), i))
     records: list[dict | None] = [None] * problems.height
@@ -354,7 +367,7 @@ def run_ablations(
                                  partner_bank, spec.seed, d)
             gold_ids = [encode_gold_reply(tokenizer, golds[i]) for i in chunk] if spec.with_metrics else None
             n_var = len(variants)
-            out = run_thought_loop(
+            out = engine(
                 model, [ids[i] for i in chunk], eos_token_id=tokenizer.eos_token_id, repeats=n_var,
                 num_fed=protocol.num_fed, edits=edits, max_new_tokens=spec.max_new_tokens,
                 gold_reply_ids=gold_ids,
@@ -365,6 +378,18 @@ def run_ablations(
                 records[i] = _rows_for_problem(
                     problem_ids[i], golds[i], variants, protocol, out, p * n_var, tokenizer,
                     partners.get(problem_ids[i]))
+                if problem_ids[i] in checked:
+                    partner_values = None
+                    if partner_bank is not None:
+                        partner_values = {site: bank[partner_index[p]] for site, bank in partner_bank.items()}
+                    for row, variant in zip(records[i], variants):
+                        edits_one = reference_edits(
+                            variant, protocol, d, mean_thoughts={k: m for k, (m, _) in moments.items()},
+                            std_thoughts={k: sd for k, (_, sd) in moments.items() if sd is not None},
+                            partner_values=partner_values, problem_id=problem_ids[i], seed=spec.seed)
+                        ref = reference_answer_one(model, tokenizer, questions[i], edits_one, num_fed=protocol.num_fed,
+                                                   max_new_tokens=spec.max_new_tokens)
+                        row["reference_checked"], row["reference_answer_text"] = True, ref.answer_text
             bar.update(len(chunk), chunk=f"{c + 1}/{n_chunks}")
     rows = [row for problem_rows in records for row in problem_rows]
     return pl.DataFrame(rows, schema=ROW_SCHEMA)
@@ -397,5 +422,7 @@ def _rows_for_problem(problem_id, gold, variants, protocol, out, offset, tokeniz
             "gold_logprob": float(out.gold_logprob[offset + v]) if out.gold_logprob is not None else None,
             "kl_to_baseline": float(out.kl_to_reference[offset + v]) if out.kl_to_reference is not None else None,
             "n_answer_tokens": len(out.token_ids[offset + v]),
+            "reference_checked": False,
+            "reference_answer_text": None,
         })
     return rows

@@ -167,6 +167,9 @@ def run_step_importance(
     if cfg.compat_researchers and researchers_layer(n_layers) != RESEARCHERS_LAYER:
         log.info("researchers' protocol: the model has %d layers, zeroing layer %d instead of %d",
                  n_layers, researchers_layer(n_layers), RESEARCHERS_LAYER)
+    checked = reference_sample(problems, cfg)
+    log.info("runtime reference gate: %d of %d problems re-answered by the one-row loop", len(checked),
+             problems.height)
     frames = []
     previous_threads = torch.get_num_threads()
     if cpu_threads and device == "cpu":
@@ -175,10 +178,20 @@ def run_step_importance(
         with torch.inference_mode():
             for spec in specs:
                 frames.append(run_ablations(model, tokenizer, problems, spec, chunk_size=cfg.chunk_size,
-                                            logger=log, reference_problems=pool))
+                                            logger=log, reference_problems=pool, reference_problem_ids=checked))
     finally:
         torch.set_num_threads(previous_threads)
     return pl.concat(frames)
+
+
+def reference_sample(problems: pl.DataFrame, cfg: StepImportanceConfig) -> list[str]:
+    """The problems of a run that the one-row reference loop re-answers (and that a
+    reduced-precision run re-runs in float32): :func:`audit.seeded_sample` with the config's
+    sizes and seed."""
+    from polydag.core.step_importance.audit import seeded_sample
+
+    return seeded_sample(problems["problem_id"].to_list(), chunk_size=cfg.chunk_size,
+                         per_chunk=cfg.reference_per_chunk, all_below=cfg.reference_all_below, seed=cfg.seed)
 
 
 def float32_agreement(
@@ -192,17 +205,17 @@ def float32_agreement(
     logger: logging.Logger | None = None,
 ) -> dict:
     """How often a reduced-precision run's answers differ from float32 ones, measured by
-    re-running a seeded sample of its problems (:func:`audit.seeded_sample`) in float32.
+    re-running the reference sample of its problems (:func:`reference_sample`) in float32.
     A float32 run returns only its dtype (nothing to compare)."""
     from dataclasses import replace
 
     from polydag.core.polychromic.base_model import resolve_device
-    from polydag.core.step_importance.audit import answers_differing, seeded_sample
+    from polydag.core.step_importance.audit import answers_differing
 
     dtype = str(torch_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", "")
     if dtype == "float32":
         return {"dtype": dtype}
-    sample = seeded_sample(problems["problem_id"].to_list(), chunk_size=cfg.chunk_size, seed=cfg.seed)
+    sample = reference_sample(problems, cfg)
     reference = run_step_importance(model_info, select_problems(problems, sample), replace(cfg, dtype="float32"),
                                     all_problems=all_problems if all_problems is not None else problems,
                                     cpu_threads=cpu_threads, logger=logger)

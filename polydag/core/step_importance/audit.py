@@ -1,5 +1,10 @@
 """Validators of a step-importance sweep, as pure functions over its rows.
 
+The runtime reference gate: each run re-answers a seeded sample of its problems
+(:func:`seeded_sample`) with the independent one-row loop, and any row whose engine answer
+differs from it (:func:`reference_mismatches`) blocks the sweep. Unlike the null control,
+this compares two different implementations.
+
 The null ablation masks nothing but goes through the same code path as every ablation. If its
 answer differs from the baseline on any problem, the ablation path itself changes answers (as
 the researchers' double end-of-thought did) and every importance number is suspect.
@@ -52,3 +57,10 @@ def answers_differing(rows: pl.DataFrame, other: pl.DataFrame) -> dict:
     return {"n_rows_compared": n, "n_problems_compared": joined["problem_id"].n_unique(),
             "n_text_differs": text, "n_answer_differs": number, "n_correctness_differs": correct,
             "share_answer_differs": round(number / n, 6) if n else None}
+
+
+def reference_mismatches(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows the one-row reference loop re-answered (``reference_checked``) whose engine
+    answer text differs from the reference's."""
+    checked = rows.filter(pl.col("reference_checked"))
+    return checked.filter(~pl.col("answer_text").eq_missing(pl.col("reference_answer_text")))

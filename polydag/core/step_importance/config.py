@@ -195,6 +195,12 @@ class StepImportanceConfig:
                          "or auto (bfloat16 on CUDA, float32 on CPU). Reduced-precision answers can differ "
                          "from float32 ones; the run metadata reports how often on a sample.")
 
+    reference_per_chunk: int = setting(2, help="Runtime reference gate: problems per chunk_size problems of a "
+                                       "run (seeded sample) whose every variant is re-answered by the independent "
+                                       "one-row loop; the gate blocks if any answer differs from the engine's.")
+    reference_all_below: int = setting(10, help="Runs with fewer problems than this re-answer all of them "
+                                       "with the one-row loop.")
+
     def __post_init__(self) -> None:
         for name in ("schemes", "modes", "sites"):
             setattr(self, name, tuple(getattr(self, name)))
@@ -202,7 +208,7 @@ class StepImportanceConfig:
             if getattr(self, name) is not None:
                 setattr(self, name, tuple(getattr(self, name)))
         checks = Checks(self).integer("max_new_tokens", low=1).integer("chunk_size", low=1).integer("seed")
-        checks.choice("dtype", DTYPES)
+        checks.choice("dtype", DTYPES).integer("reference_per_chunk", low=1).integer("reference_all_below", low=0)
         for name, allowed in (("schemes", SCHEMES), ("modes", MODES)):
             values = getattr(self, name)
             checks.need(len(values) > 0, f"{name} is empty; give at least one of {allowed}")
