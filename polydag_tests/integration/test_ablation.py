@@ -325,7 +325,7 @@ def _shifted_cache_engine(model, question_ids, **kwargs):
 
 @pytest.mark.parametrize("broken", [False, True], ids=["real-engine", "shifted-cache"])
 def test_runtime_reference_gate_passes_the_engine_and_blocks_a_broken_one(model, tokenizer, problems, broken):
-    spec = AblationSpec(schemes=("prefix", "single"), modes=("zero", "gaussian"), prefix_sizes=(3,),
+    spec = AblationSpec(schemes=("prefix", "single"), modes=MODES, prefix_sizes=(3,),
                         single_positions=(5,), max_new_tokens=MAX_NEW)
     sample = problems["problem_id"].to_list()[:2]
     rows = run_ablations(model, tokenizer, problems.head(3), spec, chunk_size=2, reference_problems=problems,
