@@ -112,7 +112,6 @@ def codi_model(
 
     from polydag.core.polychromic.base_model import resolve_device
     from polydag.core.step_importance import api as codi
-    from polydag.core.step_importance.summary import rates_by_mode
 
     configure_torch_threads()
     cfg = config.spec()
