@@ -7,14 +7,15 @@ test.py (one forward per latent step and per generated token). Engine side:
 (teacher-forced gold log-prob and KL) on, so the ratio is conservative. The answers of both
 sides are asserted identical, row by row.
 
-Model: ``--model-dir`` (a default model trained by the pipeline; by default
-data/artifacts/codi_model/default when it exists); otherwise a randomly initialised
-model of the default architecture (``--shape tiny``), or of a larger shape: ``small`` (a CPU
+Model: ``--shape`` always builds a randomly initialised model of that shape, whatever is on
+disk: ``tiny`` (the default architecture), or a larger shape: ``small`` (a CPU
 smoke test of the shape path) or ``1b`` (LLaMA-3.2-1B dimensions: hidden 2048, 16 layers,
 32 heads / 8 KV heads, MLP 8192, vocabulary 128,256, LoRA r 128 on all seven projections,
 prj_dim 2048) to measure problems/hour on a GPU (``--device cuda``). Random models rarely emit
 EOS, so every row decodes ``--max-new-tokens`` tokens (default 16, about the length of
 "The answer is: N" in LLaMA's tokenizer): the measured work is then fixed and comparable.
+Otherwise ``--model-dir`` (a default model trained by the pipeline; without either option,
+data/artifacts/codi_model/default when it exists, else ``--shape tiny``).
 
 Writes bench/results/ablation.json (or ``--out``).
 
@@ -80,7 +81,8 @@ def load_bench_model(args, problems, device, dtype):
         model, tokenizer = load_trained_model(args.model_dir, device=device, dtype=dtype)
         return model, tokenizer, {"source": "trained default", "path": str(args.model_dir)}
     if args.model_dir:
-        print(f"--model-dir {args.model_dir} has no trained model; using a random one", file=sys.stderr)
+        raise SystemExit(f"--model-dir {args.model_dir} has no trained model (no codi_settings.json); "
+                         "use --shape for a random model")
     tokenizer = build_tiny_tokenizer(problems["question"].to_list())
     if args.shape == "tiny":
         t = CodiTrainConfig()
@@ -114,12 +116,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=None,
                         help="a trained default model (default: data/artifacts/codi_model/default when present)")
-    parser.add_argument("--shape", choices=["tiny", "small", "1b"], default="tiny",
-                        help="architecture of the random model used without --model-dir")
+    parser.add_argument("--shape", choices=["tiny", "small", "1b"], default=None,
+                        help="build a random model of this architecture (always: a trained default is then "
+                             "ignored); without --shape and --model-dir, the trained default when present, "
+                             "else tiny")
     parser.add_argument("--n-problems", type=int, default=32, help="problems for the engine")
     parser.add_argument("--naive-problems", type=int, default=None,
                         help="problems for the naive loop (a prefix of the engine's; default: all of them)")
     parser.add_argument("--chunk-size", type=int, default=32)
+    parser.add_argument("--warmup-problems", type=int, default=2, help="problems of the untimed warm-up run")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="decoding cap (default: 256 for a trained model, 16 for random models)")
     parser.add_argument("--device", default="cpu")
@@ -137,8 +142,13 @@ def main() -> None:
     from polydag.core.ops.paths import artifacts_dir
     from polydag.core.step_importance.problems import load_problems
 
-    if args.model_dir is None and (artifacts_dir() / "codi_model" / "default" / "codi_settings.json").is_file():
-        args.model_dir = str(artifacts_dir() / "codi_model" / "default")
+    if args.shape is not None and args.model_dir is not None:
+        parser.error("--shape builds a random model; it cannot be combined with --model-dir")
+    if args.shape is None and args.model_dir is None:
+        if (artifacts_dir() / "codi_model" / "default" / "codi_settings.json").is_file():
+            args.model_dir = str(artifacts_dir() / "codi_model" / "default")
+        else:
+            args.shape = "tiny"
 
     dtype = getattr(torch, args.dtype)
     problems = load_problems(PROBLEMS).head(args.n_problems)
@@ -150,7 +160,7 @@ def main() -> None:
     naive_n = min(args.naive_problems or problems.height, problems.height)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
-    run_ablations(model, tokenizer, problems.head(2), spec, chunk_size=args.chunk_size)  # warm-up
+    run_ablations(model, tokenizer, problems.head(args.warmup_problems), spec, chunk_size=args.chunk_size)  # warm-up
     sync()
     t0 = time.perf_counter()
     rows = run_ablations(model, tokenizer, problems, spec, chunk_size=args.chunk_size)

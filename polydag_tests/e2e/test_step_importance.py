@@ -90,7 +90,7 @@ def _sweep_cli(pipe, home, *args):
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_sweep_the_rest_in_ranged_runs_with_the_null_control_gate(swept):
+def test_sweep_the_rest_in_ranged_runs_with_the_null_control_and_reference_gates(swept):
     pipe, _, home = swept
     runs_before = {r.run_id for r in pipe.instance.get_runs()}
     done = _sweep_cli(pipe, home, "--problems-per-run", "8")
@@ -102,8 +102,13 @@ def test_sweep_the_rest_in_ranged_runs_with_the_null_control_gate(swept):
     checks = [e for run in new_runs for e in pipe.instance.get_records_for_run(run.run_id).records
               if e.event_log_entry.dagster_event
               and e.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert len(checks) == len(new_runs), "the null-control check did not run in every run"
+    names = sorted(c.event_log_entry.dagster_event.event_specific_data.check_name for c in checks)
+    # Both gates ran in every run: the null control and the runtime reference loop.
+    assert names == sorted(["null_control_matches_baseline", "reference_loop_matches_engine"] * len(new_runs))
     assert all(c.event_log_entry.dagster_event.event_specific_data.passed for c in checks)
+    rows = pipe.sql("SELECT problem_id, reference_checked FROM step_importance")
+    checked = rows.filter(rows["reference_checked"])["problem_id"].n_unique()
+    assert checked >= 2 * len(new_runs)                # at least 2 per run (all of a run under 10)
     again = _sweep_cli(pipe, home)
     assert again.returncode == 0 and "0 materialized now in 0 ranged run(s)" in again.stdout
 

@@ -152,6 +152,29 @@ def test_codi_layout_loads_with_no_missing_or_unexpected_keys(codi_checkpoint):
     assert (model.vocab_size, model.pad_token_id, model.bot_id, model.eot_id) == (vocab, vocab - 3, vocab - 2, vocab - 1)
 
 
+def test_the_base_is_built_without_weights(codi_checkpoint):
+    """No full-size random base is initialised: its parameters are on the meta device."""
+    from polydag.core.step_importance.model import _build_base_from_config
+
+    _, _, base = codi_checkpoint
+    causal_lm = _build_base_from_config(Path(base), torch.bfloat16)
+    assert all(p.is_meta for p in causal_lm.parameters())
+    assert not any(b.is_meta for b in causal_lm.buffers())   # rotary inv_freq is computed, not loaded
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_loads_straight_into_a_reduced_precision(codi_checkpoint, tokenizer, dtype):
+    """Every parameter is the checkpoint's tensor cast to the requested dtype, and it answers."""
+    module, ckpt, base = codi_checkpoint
+    model = load(ckpt, base, dtype=dtype)
+    saved = torch.load(ckpt / "pytorch_model.bin", weights_only=True)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    assert not any(p.is_meta for p in model.parameters()) and not any(b.is_meta for b in model.buffers())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key].to(dtype)), key
+    assert len(reference_answer_one(model, tokenizer, QUESTIONS[0], max_new_tokens=4).token_ids) >= 1
+
+
 def test_loaded_model_answers_exactly_like_codi_test_py(codi_checkpoint, tokenizer):
     module, ckpt, base = codi_checkpoint
     model = load(ckpt, base)

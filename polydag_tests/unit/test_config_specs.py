@@ -125,3 +125,14 @@ def test_lambda_enters_once_from_the_partition_key():
         polychromic_config.PolychromicTrainConfig.for_partition("2.0", {"diversity_weight": 1.0})
     with pytest.raises(ValueError, match="not canonical"):
         polychromic_config.PolychromicTrainConfig.for_partition("1", {})
+
+
+def test_step_importance_engine_settings_reach_the_dagster_config():
+    """dtype, device, decoding length and chunk size are set from the launchpad; a bad dtype
+    is refused by the core spec."""
+    from polydag.defs.step_importance.assets import StepImportanceRunConfig
+
+    cfg = StepImportanceRunConfig(dtype="bfloat16", device="cpu", max_new_tokens=12, chunk_size=4).spec()
+    assert (cfg.dtype, cfg.device, cfg.max_new_tokens, cfg.chunk_size) == ("bfloat16", "cpu", 12, 4)
+    with pytest.raises(ValueError, match="StepImportanceConfig.dtype must be one of"):
+        StepImportanceRunConfig(dtype="float8").spec()

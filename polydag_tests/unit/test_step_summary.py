@@ -8,6 +8,7 @@ import pytest
 from polydag.core.step_importance.summary import (
     cochran_armitage,
     plot_importance,
+    rates_by_mode,
     summarize_step_importance,
     wilson_interval,
 )
@@ -145,3 +146,50 @@ def test_wilson_bounds_are_exact_at_the_extremes():
     rows = _rows()  # nothing broken: every importance is 0/8
     by_pos = summarize_step_importance(rows, PROBLEMS)["by_position"]
     assert by_pos["importance_lo"].to_list() == [0.0] * by_pos.height
+
+
+def test_flip_rate_and_importance_per_mode():
+    zero = _rows(broken_at=INCREASING)
+    # The same problems under gaussian noise: every position breaks the first baseline-correct one.
+    noise = zero.filter(pl.col("position") >= 0).with_columns(
+        mode=pl.lit("gaussian"), variant=pl.col("variant").str.replace("zero", "gaussian"),
+        correct=pl.col("baseline_correct") & (pl.col("problem_id") != "q0"))
+    noise = noise.with_columns(flipped=pl.col("correct") != pl.col("baseline_correct"))
+    table = rates_by_mode(pl.concat([zero, noise]))
+    by_mode = {r["mode"]: r for r in table.iter_rows(named=True)}
+    assert set(by_mode) == {"zero", "gaussian"}
+    # zero: 0+1+2+3+4+5 = 15 broken of 6 x 8 baseline-correct pairs, 15 flips of 60 pairs.
+    assert (by_mode["zero"]["n_broken"], by_mode["zero"]["n_baseline_correct"]) == (15, 48)
+    assert by_mode["zero"]["flip_rate"] == pytest.approx(15 / 60)
+    assert (by_mode["gaussian"]["n_broken"], by_mode["gaussian"]["importance"]) == (6, pytest.approx(6 / 48))
+    lo, hi = wilson_interval(6, 48)
+    assert (by_mode["gaussian"]["importance_lo"], by_mode["gaussian"]["importance_hi"]) == pytest.approx((lo, hi))
+
+
+def test_early_late_split_is_configurable():
+    parts = summarize_step_importance(_rows(broken_at=INCREASING), PROBLEMS, early_positions=(0,),
+                                      late_positions=(4, 5))
+    row = parts["early_late"].filter(pl.col("difficulty") == "all").row(0, named=True)
+    # Early: position 0 breaks nothing (0 of 8); late: 4 + 5 broken of 2 x 8 pairs.
+    assert (row["n_broken_early"], row["n_pairs_early"]) == (0, 8)
+    assert (row["n_broken_late"], row["n_pairs_late"]) == (9, 16)
+    from polydag.core.step_importance.config import StepSummaryConfig
+
+    with pytest.raises(ValueError, match="must not share positions"):
+        StepSummaryConfig(early_positions=(0, 3), late_positions=(3, 4))
+
+
+def test_plot_has_a_pooled_curve_and_warns_about_nothing(tmp_path):
+    import warnings
+
+    rows = _rows(broken_at=INCREASING)
+    # A second family whose problems are never baseline-correct: no line, so no legend.
+    hopeless = rows.filter(pl.col("position") >= 0).with_columns(
+        mode=pl.lit("mean"), baseline_correct=pl.lit(False), correct=pl.lit(False))
+    parts = summarize_step_importance(pl.concat([rows, hopeless]), PROBLEMS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pooled = plot_importance(parts["by_difficulty"], tmp_path / "pooled.png", parts["by_position"])
+        plain = plot_importance(parts["by_difficulty"], tmp_path / "plain.png")
+    assert pooled.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pooled.read_bytes() != plain.read_bytes()

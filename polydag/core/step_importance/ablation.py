@@ -4,15 +4,20 @@ For every problem it answers once with all thoughts (``baseline``), once through
 path with nothing ablated (``null``, the control: it must reproduce the baseline exactly)
 and once per ablation variant, all rows of a chunk of problems in one batch
 (:func:`polydag.core.step_importance.inference.run_thought_loop`): each question is encoded once and its
-KV cache repeated per variant, and rows leave the batch when they emit EOS.
+keys and values shared by all of its variants, rows with identical edits so far computed once
+(the null control always on its own row), and rows leave the batch when they emit EOS.
 
 Variants (``AblationSpec``):
 
 - scheme ``prefix`` ablates positions 0..i-1 (the researchers' scheme; ``position`` = i - 1,
   the last ablated position); ``single`` ablates position i only.
-- mode ``zero`` replaces the value by zeros; ``mean`` by the dataset mean at that position
-  (:func:`compute_mean_thoughts`); ``resample`` by the value of another problem at that
-  position. The partner is a deterministic function of the problem id, the seed and the pool
+- mode ``zero`` replaces the value by zeros; ``mean`` by the per-step mean, the dataset mean
+  at that position (:func:`compute_mean_thoughts`); ``global_mean`` by the mean over the
+  dataset and all positions (one vector); ``gaussian`` by noise with the dataset's mean and
+  standard deviation at that position, per dimension (:func:`gaussian_values`, seeded by the
+  problem id, the site and the seed); ``resample`` by the value of another problem at that
+  position. These are the four replacements of Li et al. 2026 (causal-latent-cot) plus
+  resampling. The partner is a deterministic function of the problem id, the seed and the pool
   of problem ids (:func:`resample_partner`), so it does not depend on how problems are
   chunked into runs; pass the full problem table as ``reference_problems``.
 - site ``input`` replaces the thought embedding fed back at that position (z_i, i =
@@ -38,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import polars as pl
 import torch
@@ -60,6 +65,7 @@ from polydag.core.step_importance.inference import (
     encode_gold_reply,
     encode_question,
     first_answer_token_index,
+    reference_answer_one,
     run_thought_loop,
 )
 from polydag.core.step_importance.model import ContinuousThoughtModel
@@ -84,6 +90,8 @@ ROW_SCHEMA = {
     "gold_logprob": pl.Float64,
     "kl_to_baseline": pl.Float64,
     "n_answer_tokens": pl.Int64,
+    "reference_checked": pl.Boolean,
+    "reference_answer_text": pl.String,
 }
 
 
@@ -137,7 +145,7 @@ def compute_thought_bank(
     return {site: torch.cat(chunks, dim=0) for site, chunks in parts.items()}
 
 
-def compute_mean_thoughts(
+def compute_thought_moments(
     model: ContinuousThoughtModel,
     tokenizer,
     questions: Sequence[str],
@@ -146,49 +154,87 @@ def compute_mean_thoughts(
     compat_researchers: bool = False,
     batch_size: int = 64,
     logger: logging.Logger | None = None,
-) -> dict[str, torch.Tensor]:
-    """The dataset mean at each position of each site: ``{site: (n_positions, d)}``.
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The dataset mean and standard deviation (per dimension, ``n - 1`` in the denominator;
+    0 for a single question) at each position of each site: ``{site: (mean, std)}``, each
+    ``(n_positions, d)`` float32.
 
-    For ``input`` this is the mean fed thought z_i; for ``layer:L`` the mean output of layer
-    L at latent step i (under the researchers' protocol, position 0 is the bot step).
+    For ``input`` the values are the fed thoughts z_i; for ``layer:L`` the outputs of layer L
+    at latent step i (under the researchers' protocol, position 0 is the bot step). Sums are
+    accumulated in float64 over batches, so memory does not grow with the pool.
     """
     if not questions:
-        raise ValueError("compute_mean_thoughts needs at least one question")
+        raise ValueError("compute_thought_moments needs at least one question")
     log = logger or logging.getLogger(__name__)
     if compat_researchers and "input" in sites:
         raise ValueError("the researchers' protocol has no 'input' site (position 0 is the bot step)")
     protocol = make_protocol(model, compat_researchers)
     sums: dict[str, torch.Tensor] = {}
+    squares: dict[str, torch.Tensor] = {}
     for start in range(0, len(questions), batch_size):
         bank = compute_thought_bank(model, tokenizer, questions[start:start + batch_size], sites=sites,
                                     protocol=protocol, batch_size=batch_size)
         for site, values in bank.items():
+            values = values.double()
             sums[site] = sums.get(site, 0) + values.sum(dim=0)
-    log.info("mean thoughts over %d questions for sites %s", len(questions), ", ".join(sites))
-    return {site: total / len(questions) for site, total in sums.items()}
+            squares[site] = squares.get(site, 0) + (values * values).sum(dim=0)
+    n = len(questions)
+    log.info("thought moments over %d questions for sites %s", n, ", ".join(sites))
+    moments = {}
+    for site, total in sums.items():
+        mean = total / n
+        var = ((squares[site] - n * mean * mean) / (n - 1)).clamp(min=0) if n > 1 else torch.zeros_like(mean)
+        moments[site] = (mean.float(), var.sqrt().float())
+    return moments
+
+
+def compute_mean_thoughts(model: ContinuousThoughtModel, tokenizer, questions: Sequence[str], **kwargs
+                          ) -> dict[str, torch.Tensor]:
+    """The dataset mean at each position of each site: ``{site: (n_positions, d)}`` (the
+    ``mean`` of :func:`compute_thought_moments`, same arguments)."""
+    return {site: mean for site, (mean, _) in compute_thought_moments(model, tokenizer, questions, **kwargs).items()}
+
+
+def gaussian_values(problem_id: str, site: str, mean: torch.Tensor, std: torch.Tensor, seed: int) -> torch.Tensor:
+    """``gaussian`` mode's replacement for one problem at one site: ``mean + std * eps`` with
+    ``eps ~ N(0, 1)`` of shape ``(n_positions, d)``, drawn from a generator seeded by
+    ``sha256(f"{seed}:{problem_id}:{site}")``, so it depends only on these (not on chunking)."""
+    digest = hashlib.sha256(f"{seed}:{problem_id}:{site}".encode("utf-8")).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") & (2**63 - 1))
+    eps = torch.randn(tuple(mean.shape), generator=generator, dtype=torch.float32)
+    return mean.float() + std.float() * eps
 
 
 # --------------------------------------------------------------------------- the engine
 
 
-def _replacement_values(variant: Variant, protocol: Protocol, mean_thoughts, partner_bank, partner_index, d):
+def _replacement_values(variant: Variant, protocol: Protocol, moments, partner_bank, partner_index, problem_id,
+                        seed, d):
     """(n_positions, d) replacement values of one variant at its site."""
     n = protocol.n_positions
     if variant.mode == "zero":
         return torch.zeros(n, d)
     if variant.mode == "mean":
-        return mean_thoughts[variant.site]
+        return moments[variant.site][0]
+    if variant.mode == "global_mean":
+        return moments[variant.site][0].mean(dim=0, keepdim=True).expand(n, d)
+    if variant.mode == "gaussian":
+        mean, std = moments[variant.site]
+        return gaussian_values(problem_id, variant.site, mean, std, seed)
     if variant.mode == "resample":
         return partner_bank[variant.site][partner_index]
     raise AssertionError(variant.mode)
 
 
-def _build_edits(variants, protocol, problem_partner_index, mean_thoughts, partner_bank, d) -> RowEdits:
+def _build_edits(variants, protocol, problem_ids, problem_partner_index, moments, partner_bank, seed, d) -> RowEdits:
     """Row edits for a chunk: rows are problem-major, ``len(variants)`` rows per problem."""
     n_problems, n_variants = len(problem_partner_index), len(variants)
     n_rows, n_slots = n_problems * n_variants, protocol.num_fed + 1
     sites = sorted({v.site for v in variants if v.site != "none"})
-    edits = RowEdits()
+    # The null control is computed on its own row: the engine shares the states of rows with
+    # identical edits, and a null row shared with the baseline could not disagree with it.
+    null = torch.tensor([v.scheme == "null" for v in variants], dtype=torch.bool)
+    edits = RowEdits(isolated=null.repeat(n_problems))
     for site in sites:
         layer = layer_of_site(site)
         width = protocol.num_fed if layer is None else n_slots
@@ -198,7 +244,7 @@ def _build_edits(variants, protocol, problem_partner_index, mean_thoughts, partn
             for v, variant in enumerate(variants):
                 if variant.site != site or not variant.ablated:
                     continue
-                repl = _replacement_values(variant, protocol, mean_thoughts, partner_bank, partner, d)
+                repl = _replacement_values(variant, protocol, moments, partner_bank, partner, problem_ids[p], seed, d)
                 row = p * n_variants + v
                 for pos in variant.ablated:
                     index = pos if layer is None else pos + protocol.slot_offset
@@ -212,17 +258,18 @@ def _build_edits(variants, protocol, problem_partner_index, mean_thoughts, partn
 
 
 def reference_edits(variant: Variant, protocol: Protocol, hidden_size: int, *, mean_thoughts=None,
-                    partner_values=None) -> list[ThoughtEdit]:
+                    std_thoughts=None, partner_values=None, problem_id: str | None = None,
+                    seed: int = 0) -> list[ThoughtEdit]:
     """The same ablation as one-row :class:`ThoughtEdit`s for ``reference_answer_one``
-    (``partner_values``: ``{site: (n_positions, d)}`` of the resample partner)."""
+    (``mean_thoughts`` / ``std_thoughts``: ``{site: (n_positions, d)}``; ``partner_values``:
+    the same for the resample partner; ``problem_id`` and ``seed`` seed ``gaussian`` mode)."""
     if not variant.ablated:
         return []
-    if variant.mode == "zero":
-        values = torch.zeros(protocol.n_positions, hidden_size)
-    elif variant.mode == "mean":
-        values = mean_thoughts[variant.site]
-    else:
+    if variant.mode == "resample":
         values = partner_values[variant.site]
+    else:
+        moments = {site: (mean, (std_thoughts or {}).get(site)) for site, mean in (mean_thoughts or {}).items()}
+        values = _replacement_values(variant, protocol, moments, None, 0, problem_id, seed, hidden_size)
     layer = layer_of_site(variant.site)
     offset = 0 if layer is None else protocol.slot_offset
     return [ThoughtEdit(variant.site, {pos + offset: values[pos] for pos in variant.ablated})]
@@ -237,13 +284,23 @@ def run_ablations(
     chunk_size: int = 32,
     logger: logging.Logger | None = None,
     mean_thoughts: Mapping[str, torch.Tensor] | None = None,
+    std_thoughts: Mapping[str, torch.Tensor] | None = None,
     reference_problems: pl.DataFrame | None = None,
+    reference_problem_ids: Collection[str] = (),
+    engine: Callable = run_thought_loop,
 ) -> pl.DataFrame:
     """One row per (problem, variant) for every problem of ``problems`` (columns: ROW_SCHEMA).
 
-    ``reference_problems`` (default: ``problems``) is the pool for resample partners and, if
-    ``mean_thoughts`` is not given, for the mean thoughts; pass the full problem table so
-    that results do not depend on which problems a run covers.
+    Every variant of the problems in ``reference_problem_ids`` is also answered by the
+    independent one-row loop (:func:`reference_answer_one`, written like CODI's test.py), with
+    the same replacement values; its text goes to ``reference_answer_text`` and
+    ``reference_checked`` is true (the runtime reference gate compares them). ``engine`` is
+    the batched loop (tests pass a deliberately broken one to show that the gate sees it).
+
+    ``reference_problems`` (default: ``problems``) is the pool for resample partners and, for
+    the sites whose ``mean_thoughts`` (mean, global_mean and gaussian modes) or
+    ``std_thoughts`` (gaussian) are not given, for :func:`compute_thought_moments`; pass the
+    full problem table so that results do not depend on which problems a run covers.
     """
     spec = spec or AblationSpec()
     log = logger or logging.getLogger(__name__)
@@ -260,25 +317,35 @@ def run_ablations(
     d = model.hidden_size
     sites_by_mode = {mode: sorted({v.site for v in variants if v.mode == mode}) for mode in MODES}
 
-    if sites_by_mode["mean"]:
-        missing = [s for s in sites_by_mode["mean"] if mean_thoughts is None or s not in mean_thoughts]
+    moments: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    need_mean = sorted(set(sites_by_mode["mean"]) | set(sites_by_mode["global_mean"]) | set(sites_by_mode["gaussian"]))
+    if need_mean:
+        given_mean, given_std = dict(mean_thoughts or {}), dict(std_thoughts or {})
+        missing = [s for s in need_mean if s not in given_mean or (s in sites_by_mode["gaussian"] and s not in given_std)]
         if missing:
-            log.info("computing mean thoughts over %d reference problems", pool.height)
-            computed = compute_mean_thoughts(model, tokenizer, pool["question"].to_list(), sites=missing,
-                                             compat_researchers=spec.compat_researchers, batch_size=max(chunk_size, 16))
-            mean_thoughts = {**(mean_thoughts or {}), **computed}
-        mean_thoughts = {site: value.float().cpu() for site, value in mean_thoughts.items()}
-        for site in sites_by_mode["mean"]:
-            if tuple(mean_thoughts[site].shape) != (protocol.n_positions, d):
-                raise ValueError(f"mean_thoughts[{site!r}] has shape {tuple(mean_thoughts[site].shape)}, "
-                                 f"expected {(protocol.n_positions, d)}")
+            log.info("computing thought moments over %d reference problems", pool.height)
+            computed = compute_thought_moments(model, tokenizer, pool["question"].to_list(), sites=missing,
+                                               compat_researchers=spec.compat_researchers,
+                                               batch_size=max(chunk_size, 16))
+            for site, (mean, std) in computed.items():
+                given_mean.setdefault(site, mean)
+                given_std.setdefault(site, std)
+        for site in need_mean:
+            moments[site] = (given_mean[site].float().cpu(),
+                             given_std[site].float().cpu() if site in given_std else None)
+            for name, value in (("mean_thoughts", moments[site][0]), ("std_thoughts", moments[site][1])):
+                if value is not None and tuple(value.shape) != (protocol.n_positions, d):
+                    raise ValueError(f"{name}[{site!r}] has shape {tuple(value.shape)}, "
+                                     f"expected {(protocol.n_positions, d)}")
     partners: dict[str, str] = {}
     if sites_by_mode["resample"]:
         pool_ids = pool["problem_id"].to_list()
         partners = {pid: resample_partner(pid, pool_ids, spec.seed) for pid in problems["problem_id"].to_list()}
         pool_questions = dict(zip(pool["problem_id"].to_list(), pool["question"].to_list()))
 
-    ids = [encode_question(tokenizer, q) for q in problems["question"].to_list()]
+    questions = problems["question"].to_list()
+    ids = [encode_question(tokenizer, q) for q in questions]
+    checked = set(reference_problem_ids)
     # Chunks of similar length waste less compute on padding; rows go back to input order.
     order = sorted(range(problems.height), key=lambda i: (len(ids[i]), i))
     records: list[dict | None] = [None] * problems.height
@@ -296,10 +363,11 @@ def run_ablations(
                                                     sites=sites_by_mode["resample"], protocol=protocol,
                                                     batch_size=max(len(partner_ids), 1))
                 partner_index = [partner_ids.index(partners[problem_ids[i]]) for i in chunk]
-            edits = _build_edits(variants, protocol, partner_index, mean_thoughts, partner_bank, d)
+            edits = _build_edits(variants, protocol, [problem_ids[i] for i in chunk], partner_index, moments,
+                                 partner_bank, spec.seed, d)
             gold_ids = [encode_gold_reply(tokenizer, golds[i]) for i in chunk] if spec.with_metrics else None
             n_var = len(variants)
-            out = run_thought_loop(
+            out = engine(
                 model, [ids[i] for i in chunk], eos_token_id=tokenizer.eos_token_id, repeats=n_var,
                 num_fed=protocol.num_fed, edits=edits, max_new_tokens=spec.max_new_tokens,
                 gold_reply_ids=gold_ids,
@@ -310,6 +378,18 @@ def run_ablations(
                 records[i] = _rows_for_problem(
                     problem_ids[i], golds[i], variants, protocol, out, p * n_var, tokenizer,
                     partners.get(problem_ids[i]))
+                if problem_ids[i] in checked:
+                    partner_values = None
+                    if partner_bank is not None:
+                        partner_values = {site: bank[partner_index[p]] for site, bank in partner_bank.items()}
+                    for row, variant in zip(records[i], variants):
+                        edits_one = reference_edits(
+                            variant, protocol, d, mean_thoughts={k: m for k, (m, _) in moments.items()},
+                            std_thoughts={k: sd for k, (_, sd) in moments.items() if sd is not None},
+                            partner_values=partner_values, problem_id=problem_ids[i], seed=spec.seed)
+                        ref = reference_answer_one(model, tokenizer, questions[i], edits_one, num_fed=protocol.num_fed,
+                                                   max_new_tokens=spec.max_new_tokens)
+                        row["reference_checked"], row["reference_answer_text"] = True, ref.answer_text
             bar.update(len(chunk), chunk=f"{c + 1}/{n_chunks}")
     rows = [row for problem_rows in records for row in problem_rows]
     return pl.DataFrame(rows, schema=ROW_SCHEMA)
@@ -342,5 +422,7 @@ def _rows_for_problem(problem_id, gold, variants, protocol, out, offset, tokeniz
             "gold_logprob": float(out.gold_logprob[offset + v]) if out.gold_logprob is not None else None,
             "kl_to_baseline": float(out.kl_to_reference[offset + v]) if out.kl_to_reference is not None else None,
             "n_answer_tokens": len(out.token_ids[offset + v]),
+            "reference_checked": False,
+            "reference_answer_text": None,
         })
     return rows

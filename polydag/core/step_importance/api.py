@@ -122,6 +122,16 @@ def load_model(info: CodiModelInfo | Mapping, *, device: str = "cpu", dtype=None
     return model, load_tokenizer(info.base_model_path)
 
 
+def torch_dtype(name: str, device: str):
+    """The torch dtype of a ``StepImportanceConfig.dtype`` value on ``device`` (auto:
+    bfloat16 on CUDA, float32 on CPU, where bfloat16 matmuls are slow)."""
+    import torch
+
+    from polydag.core.polychromic.base_model import default_dtype
+
+    return default_dtype(device) if name == "auto" else getattr(torch, name)
+
+
 def run_step_importance(
     model_info: CodiModelInfo | Mapping,
     problems: pl.DataFrame,
@@ -148,13 +158,18 @@ def run_step_importance(
     cfg = cfg or StepImportanceConfig()
     log = logger or logging.getLogger(__name__)
     device = resolve_device(cfg.device)
-    model, tokenizer = load_model(model_info, device=device)
+    dtype = torch_dtype(cfg.dtype, device)
+    model, tokenizer = load_model(model_info, device=device, dtype=dtype)
+    log.info("step importance on %s in %s", device, str(dtype).replace("torch.", ""))
     pool = all_problems if all_problems is not None else problems
     n_layers = len(model.decoder_layers)
     specs = cfg.ablation_specs(n_layers)
     if cfg.compat_researchers and researchers_layer(n_layers) != RESEARCHERS_LAYER:
         log.info("researchers' protocol: the model has %d layers, zeroing layer %d instead of %d",
                  n_layers, researchers_layer(n_layers), RESEARCHERS_LAYER)
+    checked = reference_sample(problems, cfg)
+    log.info("runtime reference gate: %d of %d problems re-answered by the one-row loop", len(checked),
+             problems.height)
     frames = []
     previous_threads = torch.get_num_threads()
     if cpu_threads and device == "cpu":
@@ -163,10 +178,48 @@ def run_step_importance(
         with torch.inference_mode():
             for spec in specs:
                 frames.append(run_ablations(model, tokenizer, problems, spec, chunk_size=cfg.chunk_size,
-                                            logger=log, reference_problems=pool))
+                                            logger=log, reference_problems=pool, reference_problem_ids=checked))
     finally:
         torch.set_num_threads(previous_threads)
     return pl.concat(frames)
+
+
+def reference_sample(problems: pl.DataFrame, cfg: StepImportanceConfig) -> list[str]:
+    """The problems of a run that the one-row reference loop re-answers (and that a
+    reduced-precision run re-runs in float32): :func:`audit.seeded_sample` with the config's
+    sizes and seed."""
+    from polydag.core.step_importance.audit import seeded_sample
+
+    return seeded_sample(problems["problem_id"].to_list(), chunk_size=cfg.chunk_size,
+                         per_chunk=cfg.reference_per_chunk, all_below=cfg.reference_all_below, seed=cfg.seed)
+
+
+def float32_agreement(
+    model_info: CodiModelInfo | Mapping,
+    rows: pl.DataFrame,
+    problems: pl.DataFrame,
+    cfg: StepImportanceConfig,
+    *,
+    all_problems: pl.DataFrame | None = None,
+    cpu_threads: int | None = 1,
+    logger: logging.Logger | None = None,
+) -> dict:
+    """How often a reduced-precision run's answers differ from float32 ones, measured by
+    re-running the reference sample of its problems (:func:`reference_sample`) in float32.
+    A float32 run returns only its dtype (nothing to compare)."""
+    from dataclasses import replace
+
+    from polydag.core.polychromic.base_model import resolve_device
+    from polydag.core.step_importance.audit import answers_differing
+
+    dtype = str(torch_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", "")
+    if dtype == "float32":
+        return {"dtype": dtype}
+    sample = reference_sample(problems, cfg)
+    reference = run_step_importance(model_info, select_problems(problems, sample), replace(cfg, dtype="float32"),
+                                    all_problems=all_problems if all_problems is not None else problems,
+                                    cpu_threads=cpu_threads, logger=logger)
+    return {"dtype": dtype, "vs_float32": answers_differing(rows, reference)}
 
 
 def select_problems(problems: pl.DataFrame, problem_ids: Sequence[str]) -> pl.DataFrame:

@@ -5,6 +5,7 @@
 - :class:`CodiTrainConfig`: the offline default CODI model and its training run.
 - :class:`StepImportanceConfig`: what a sweep runs (schemes, modes, sites, the researchers'
   protocol) and how (chunk size, device, decoding length).
+- :class:`StepSummaryConfig`: which positions the summary pools as early and late.
 - :class:`AblationSpec`: the engine's variant set for one protocol, built from a
   :class:`StepImportanceConfig` (:meth:`StepImportanceConfig.ablation_specs`).
 
@@ -22,10 +23,11 @@ from polydag.core.ops.spec import Checks, setting
 
 LLAMA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SCHEMES = ("prefix", "single")
-MODES = ("zero", "mean", "resample")
+MODES = ("zero", "mean", "global_mean", "gaussian", "resample")
 DEFAULT_MODES = ("zero",)
 DEFAULT_SITES = ("input",)
 DEFAULT_MAX_NEW_TOKENS = 256  # CODI's gen_kwargs["max_new_tokens"]
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 RESEARCHERS_FED_THOUGHTS = 5
 RESEARCHERS_LAYER = 8
 _LAYER_SITE_RE = re.compile(r"^layer:(\d+)$")
@@ -169,9 +171,11 @@ class StepImportanceConfig:
 
     schemes: tuple[str, ...] = setting(SCHEMES, help="prefix (ablate positions 0..i-1, the researchers' "
                                        "scheme) and/or single (ablate position i only).")
-    modes: tuple[str, ...] = setting(DEFAULT_MODES, help="Replacement of an ablated value: zero, mean (the "
-                                     "mean over the problem pool at that position) or resample (another "
-                                     "problem's value).")
+    modes: tuple[str, ...] = setting(DEFAULT_MODES, help="Replacement of an ablated value: zero; mean (the "
+                                     "per-step mean: the mean over the problem pool at that position); "
+                                     "global_mean (the mean over the pool and all positions); gaussian (noise "
+                                     "with the pool's mean and standard deviation at that position, per "
+                                     "dimension, seeded per problem); or resample (another problem's value).")
     sites: tuple[str, ...] = setting(DEFAULT_SITES, help="input (the fed thought) and/or layer:L (the output "
                                      "of decoder layer L at that latent step).")
     prefix_sizes: tuple[int, ...] | None = setting(None, help="Prefix variants ablate positions 0..i-1 for "
@@ -187,6 +191,15 @@ class StepImportanceConfig:
                                  "teacher-forced block per chunk).")
     chunk_size: int = setting(32, help="Problems per batched forward (each with all its variants).")
     device: str = setting("auto", help="auto (cuda if available), cpu or cuda.")
+    dtype: str = setting("auto", help="Weights and compute dtype of the model: float32, bfloat16, float16, "
+                         "or auto (bfloat16 on CUDA, float32 on CPU). Reduced-precision answers can differ "
+                         "from float32 ones; the run metadata reports how often on a sample.")
+
+    reference_per_chunk: int = setting(2, help="Runtime reference gate: problems per chunk_size problems of a "
+                                       "run (seeded sample) whose every variant is re-answered by the independent "
+                                       "one-row loop; the gate blocks if any answer differs from the engine's.")
+    reference_all_below: int = setting(10, help="Runs with fewer problems than this re-answer all of them "
+                                       "with the one-row loop.")
 
     def __post_init__(self) -> None:
         for name in ("schemes", "modes", "sites"):
@@ -195,6 +208,7 @@ class StepImportanceConfig:
             if getattr(self, name) is not None:
                 setattr(self, name, tuple(getattr(self, name)))
         checks = Checks(self).integer("max_new_tokens", low=1).integer("chunk_size", low=1).integer("seed")
+        checks.choice("dtype", DTYPES).integer("reference_per_chunk", low=1).integer("reference_all_below", low=0)
         for name, allowed in (("schemes", SCHEMES), ("modes", MODES)):
             values = getattr(self, name)
             checks.need(len(values) > 0, f"{name} is empty; give at least one of {allowed}")
@@ -218,6 +232,29 @@ class StepImportanceConfig:
                                                   max_new_tokens=self.max_new_tokens,
                                                   with_metrics=self.with_metrics))
         return specs
+
+
+@dataclass
+class StepSummaryConfig:
+    """How the step-importance summary pools positions."""
+
+    early_positions: tuple[int, ...] = setting((0, 1, 2), help="Thought positions pooled as 'early' in the "
+                                               "early-vs-late view (CODI's six thoughts: 0-2).")
+    late_positions: tuple[int, ...] = setting((3, 4, 5), help="Thought positions pooled as 'late' (CODI: 3-5; "
+                                              "Cywinski et al. find 2-step intermediates in latents 3 and 5).")
+
+    def __post_init__(self) -> None:
+        self.early_positions = tuple(self.early_positions)
+        self.late_positions = tuple(self.late_positions)
+        checks = Checks(self)
+        for name in ("early_positions", "late_positions"):
+            values = getattr(self, name)
+            checks.need(len(values) > 0 and all(isinstance(v, int) and v >= 0 for v in values),
+                        f"must be a non-empty list of positions >= 0, got {values!r}", field=name)
+        overlap = sorted(set(self.early_positions) & set(self.late_positions))
+        checks.need(not overlap, f"must not share positions with late_positions (both have {overlap})",
+                    field="early_positions")
+        checks.done()
 
 
 def researchers_layer(n_layers: int) -> int:

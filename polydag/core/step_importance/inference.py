@@ -20,11 +20,12 @@ Two implementations:
   padding, no attention mask, positions implied by the cache). It is the specification that
   the batched engine is tested against, and the "naive" side of the benchmark.
 - :func:`run_thought_loop`, the batched engine core: left-padded questions with explicit
-  position ids and the 2-D attention mask on every cached step, the bot token as its own
-  cached step (so an ablation of the bot position, as in the researchers' protocol, can be
-  repeated per variant), each question encoded once and its KV cache repeated per variant
-  (``batch_repeat_interleave``), and finished rows dropped from the cache
-  (``batch_select_indices``) so decoding stops per row.
+  position ids, each question encoded once and its keys and values stored once for all of
+  its rows (:mod:`polydag.core.step_importance.kv_cache`: cascade attention over a shared
+  prefix), the bot token as its own cached step (so an ablation of the bot position, as in
+  the researchers' protocol, can differ per variant), rows that have received identical
+  edits so far computed once and forked where their edits differ (the unique work of a
+  sweep), and finished rows dropped so decoding stops per row.
 
 Thought edits (ablations) are expressed in loop coordinates: ``input`` edits replace the
 k-th *fed* thought z_k (k = 0..num_fed-1); ``layer:L`` edits replace the output of decoder
@@ -86,29 +87,27 @@ def decode_answer(tokenizer, token_ids: Sequence[int]) -> str:
 
 @dataclass
 class _HookState:
-    """Shared by the layer hooks of one loop: which slot runs now and what to do there."""
+    """Shared by the layer hooks of one loop: whether a latent step runs now, what replaces
+    each hooked layer's output at its position, and what to capture."""
 
-    slot: int | None = None
-    masks: dict[int, torch.Tensor] = field(default_factory=dict)    # layer -> (R, n_slots) bool
-    values: dict[int, torch.Tensor] = field(default_factory=dict)   # layer -> (R, n_slots, d)
-    captured: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # layer -> per slot (R, d)
+    active: bool = False
+    masks: dict[int, torch.Tensor] = field(default_factory=dict)    # layer -> (rows,) bool, this step
+    values: dict[int, torch.Tensor] = field(default_factory=dict)   # layer -> (rows, d), this step
+    captured: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # layer -> per step (rows, d)
 
 
 def _layer_hook(layer: int, state: _HookState):
     def hook(module, args, output):
-        if state.slot is None:
+        if not state.active:
             return None
         hidden = output[0] if isinstance(output, tuple) else output
         last = hidden[:, -1, :]
         if layer in state.captured:
             state.captured[layer].append(last.detach().clone())
         mask = state.masks.get(layer)
-        if mask is None:
+        if mask is None or not bool(mask.any()):
             return None
-        row_mask = mask[:, state.slot]
-        if not bool(row_mask.any()):
-            return None
-        edited = torch.where(row_mask[:, None], state.values[layer][:, state.slot].to(last.dtype), last)
+        edited = torch.where(mask[:, None], state.values[layer].to(last.dtype), last)
         hidden = torch.cat([hidden[:, :-1, :], edited[:, None, :]], dim=1)
         return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
 
@@ -152,6 +151,11 @@ class ReferenceResult:
     layer_outputs: dict[int, list[torch.Tensor]]     # captured layer outputs, per slot
     gold_logprob: float | None = None
     first_answer_logprobs: torch.Tensor | None = None
+    divergence_step: int | None = None
+    """With ``compare_tokens``: the first decoding step whose token differs from them."""
+    divergence_margin: float | None = None
+    """The reference's logit of its own token minus its logit of the compared token there
+    (how close to a tie the decision was; None when the compared tokens had ended)."""
 
 
 @torch.inference_mode()
@@ -165,40 +169,46 @@ def reference_answer_one(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     gold: str | None = None,
     capture_layers: Sequence[int] = (),
+    compare_tokens: Sequence[int] | None = None,
 ) -> ReferenceResult:
     """Answer one question the way CODI's test.py does, one token at a time.
 
     ``ablation`` edits thoughts (see :class:`ThoughtEdit`); ``num_fed`` overrides the number
     of latent iterations (the researchers fed 5). With ``gold``, the gold reply is also
     teacher-forced token by token after eot (from a copy of the cache) to give its summed
-    log-probability and the log-probabilities at its first number token.
+    log-probability and the log-probabilities at its first number token. With
+    ``compare_tokens`` (another implementation's answer), the first step where this loop
+    decodes a different token and the logit margin of that decision are recorded.
     """
     edits = [ablation] if isinstance(ablation, ThoughtEdit) else list(ablation or [])
+    device = _device(model)
     input_edits: dict[int, torch.Tensor] = {}
+    layer_edits: dict[int, Mapping[int, torch.Tensor]] = {}
     state = _HookState()
     for edit in edits:
         layer = layer_of_site(edit.site)
         if layer is None:
             input_edits.update(edit.replacements)
         else:
-            n_slots = (num_fed if num_fed is not None else model.num_latent) + 1
-            mask = torch.zeros(1, n_slots, dtype=torch.bool)
-            values = torch.zeros(1, n_slots, model.hidden_size)
-            for slot, value in edit.replacements.items():
-                mask[0, slot] = True
-                values[0, slot] = value
-            state.masks[layer] = mask.to(_device(model))
-            state.values[layer] = values.to(_device(model))
+            layer_edits[layer] = edit.replacements
     for layer in capture_layers:
         state.captured[layer] = []
     n_fed = model.num_latent if num_fed is None else num_fed
-    device = _device(model)
     embed = model.embed
     eos = tokenizer.eos_token_id
+    hidden_size = model.hidden_size
 
-    with layer_hooks(model, list(state.masks) + list(capture_layers), state):
+    def set_slot(slot: int) -> None:
+        state.active = True
+        for layer, replacements in layer_edits.items():
+            hit = slot in replacements
+            state.masks[layer] = torch.tensor([hit], device=device)
+            value = replacements[slot] if hit else torch.zeros(hidden_size)
+            state.values[layer] = value.reshape(1, -1).to(device)
+
+    with layer_hooks(model, list(layer_edits) + list(capture_layers), state):
         ids = torch.tensor([encode_question(tokenizer, question) + [model.bot_id]], device=device)
-        state.slot = 0
+        set_slot(0)
         out = model.codi(input_ids=ids, use_cache=True, output_hidden_states=True)
         past = out.cache
         latent = model.prj(out.hidden_states[-1][:, -1, :].unsqueeze(1))
@@ -207,11 +217,11 @@ def reference_answer_one(
             if i in input_edits:
                 latent = input_edits[i].to(device=device, dtype=latent.dtype).reshape(1, 1, -1)
             fed.append(latent[0, 0].clone())
-            state.slot = i + 1
+            set_slot(i + 1)
             out = model.codi(inputs_embeds=latent, use_cache=True, output_hidden_states=True, cache=past)
             past = out.cache
             latent = model.prj(out.hidden_states[-1][:, -1, :].unsqueeze(1))
-        state.slot = None
+        state.active = False
 
         output = embed(torch.tensor([model.eot_id], device=device)).unsqueeze(0)
         gold_logprob = first_answer_logprobs = None
@@ -219,15 +229,24 @@ def reference_answer_one(
             gold_logprob, first_answer_logprobs = _reference_gold(
                 model, tokenizer, gold, output, copy.deepcopy(past))
         tokens: list[int] = []
-        for _ in range(max_new_tokens):
+        divergence_step = divergence_margin = None
+        for step in range(max_new_tokens):
             out = model.codi(inputs_embeds=output, use_cache=True, cache=past)
             past = out.cache
             logits = out.logits[:, -1, : model.vocab_size - 1]
             next_id = int(torch.argmax(logits, dim=-1)[0])
+            if compare_tokens is not None and divergence_step is None:
+                other = compare_tokens[step] if step < len(compare_tokens) else None
+                if other != next_id:
+                    divergence_step = step
+                    if other is not None:
+                        divergence_margin = float(logits[0, next_id].float() - logits[0, other].float())
             tokens.append(next_id)
             if next_id == eos:
                 break
             output = embed(torch.tensor([next_id], device=device)).unsqueeze(1)
+    if compare_tokens is not None and divergence_step is None and len(compare_tokens) != len(tokens):
+        divergence_step = len(tokens)   # the compared answer went on after this one stopped
 
     text = decode_answer(tokenizer, tokens)
     return ReferenceResult(
@@ -238,6 +257,8 @@ def reference_answer_one(
         layer_outputs={layer: state.captured[layer] for layer in capture_layers},
         gold_logprob=gold_logprob,
         first_answer_logprobs=first_answer_logprobs,
+        divergence_step=divergence_step,
+        divergence_margin=divergence_margin,
     )
 
 
@@ -275,13 +296,15 @@ class RowEdits:
     ``input_mask`` (R, num_fed) / ``input_values`` (R, num_fed, d) replace fed thoughts;
     ``layer_masks[L]`` (R, num_fed + 1) / ``layer_values[L]`` (R, num_fed + 1, d) replace the
     output of layer L at each loop slot. Rows with an all-False mask are untouched (exactly:
-    ``torch.where`` returns the original values).
+    ``torch.where`` returns the original values). ``isolated`` (R,) marks rows that are
+    computed on their own, never sharing a state with another row (the null control).
     """
 
     input_mask: torch.Tensor | None = None
     input_values: torch.Tensor | None = None
     layer_masks: dict[int, torch.Tensor] = field(default_factory=dict)
     layer_values: dict[int, torch.Tensor] = field(default_factory=dict)
+    isolated: torch.Tensor | None = None
 
 
 @dataclass
@@ -291,6 +314,10 @@ class LoopOutput:
     kl_to_reference: torch.Tensor | None = None     # (R,) KL(reference row || row) at the first number token
     fed_thoughts: torch.Tensor | None = None        # (R, num_fed, d) when captured
     layer_outputs: dict[int, torch.Tensor] = field(default_factory=dict)  # L -> (R, num_fed + 1, d)
+    row_steps: int = 0
+    """Sum over forward steps of the physical rows in the batch (the work done, in rows)."""
+    logical_row_steps: int = 0
+    """The same for a loop that ran every row separately (no shared states)."""
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -309,45 +336,78 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.
 
 
 class _Stepper:
-    """Cached single-position steps over a batch with explicit mask and positions."""
+    """Cached steps of the physical rows over a :class:`SharedPrefixCache` (positions come
+    from the cache: each row's question length plus the suffix written so far)."""
 
-    def __init__(self, model, cache, mask, next_pos):
-        self.model, self.cache, self.mask, self.next_pos = model, cache, mask, next_pos
-
-    def _extend(self, width: int, block_mask: torch.Tensor | None = None):
-        ones = torch.ones((self.mask.shape[0], width), dtype=self.mask.dtype, device=self.mask.device)
-        mask = torch.cat([self.mask, ones if block_mask is None else block_mask], dim=1)
-        positions = self.next_pos[:, None] + torch.arange(width, device=self.mask.device)[None, :]
-        return mask, positions
+    def __init__(self, model, cache):
+        self.model, self.cache = model, cache
+        self.row_steps = 0
 
     def hidden(self, *, input_ids=None, inputs_embeds=None) -> torch.Tensor:
-        """Run one position through the body; returns the last hidden state (R, d)."""
-        mask, positions = self._extend(1)
-        out = self.model.body(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
-                              position_ids=positions, cache=self.cache, use_cache=True)
-        self.mask, self.next_pos = mask, self.next_pos + 1
+        """Run one position through the body; returns the last hidden state (rows, d)."""
+        self.row_steps += self.cache.row_problem.numel()
+        out = self.model.body(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=self.cache.positions(1),
+                              cache=self.cache, use_cache=True)
         return out.last_hidden_state[:, -1, :]
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Run one token through the full LM; returns the decoding logits (R, vocab - 1)."""
-        mask, positions = self._extend(1)
-        out = self.model.causal_lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                   cache=self.cache, use_cache=True)
-        self.mask, self.next_pos = mask, self.next_pos + 1
+        """Run one token through the full LM; returns the decoding logits (rows, vocab - 1)."""
+        self.row_steps += self.cache.row_problem.numel()
+        out = self.model.causal_lm(input_ids=input_ids, position_ids=self.cache.positions(1), cache=self.cache,
+                                   use_cache=True)
         return out.logits[:, -1, : self.model.vocab_size - 1]
 
-    def block_logits(self, input_ids: torch.Tensor, block_mask: torch.Tensor) -> torch.Tensor:
+    def block_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Teacher-force a right-padded block, then crop it from the cache again."""
         width = input_ids.shape[1]
-        mask, positions = self._extend(width, block_mask)
-        out = self.model.causal_lm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                   cache=self.cache, use_cache=True)
+        self.row_steps += self.cache.row_problem.numel() * width
+        out = self.model.causal_lm(input_ids=input_ids, position_ids=self.cache.positions(width), cache=self.cache,
+                                   use_cache=True)
         self.cache.crop(-width)
         return out.logits[:, :, : self.model.vocab_size - 1]
 
     def select(self, keep: torch.Tensor) -> None:
-        self.cache.batch_select_indices(keep)
-        self.mask, self.next_pos = self.mask[keep], self.next_pos[keep]
+        self.cache.select_rows(keep)
+
+
+def _slot_signature(edits: RowEdits | None, slot: int, n_rows: int, device) -> torch.Tensor | None:
+    """(R, k) float32: everything the edits do at ``slot``; rows with equal signatures (and
+    equal states before it) stay equal after it."""
+    if edits is None:
+        return None
+    parts = []
+    if edits.input_mask is not None and slot >= 1:
+        mask = edits.input_mask[:, slot - 1]
+        parts += [mask[:, None].float(), torch.where(mask[:, None], edits.input_values[:, slot - 1], 0).float()]
+    for layer in sorted(edits.layer_masks):
+        mask = edits.layer_masks[layer][:, slot]
+        parts += [mask[:, None].float(), torch.where(mask[:, None], edits.layer_values[layer][:, slot], 0).float()]
+    return torch.cat(parts, dim=1) if parts else None
+
+
+def _fork(phys: torch.Tensor, signature: torch.Tensor | None, isolated: torch.Tensor | None, share: bool):
+    """New physical rows after one slot: (logical -> physical map, parent of each physical
+    row, a representative logical row of each). Rows share a physical row while their
+    physical row and their signature agree; without ``share`` every row is its own."""
+    n_rows = phys.numel()
+    device = phys.device
+    if not share:
+        rows = torch.arange(n_rows, device=device)
+        return rows, phys, rows
+    key = [phys[:, None].float()]
+    if isolated is not None:
+        key.append(torch.where(isolated, torch.arange(1, n_rows + 1, device=device), 0)[:, None].float())
+    if signature is not None:
+        key.append(signature)
+    _, inverse = torch.unique(torch.cat(key, dim=1), dim=0, return_inverse=True)
+    n_new = int(inverse.max()) + 1
+    first = torch.full((n_new,), n_rows, dtype=torch.long, device=device)
+    first = first.scatter_reduce(0, inverse, torch.arange(n_rows, device=device), reduce="amin")
+    order = torch.argsort(first)                     # physical rows in the order of their first row
+    remap = torch.empty_like(order)
+    remap[order] = torch.arange(n_new, device=device)
+    representative = first[order]
+    return remap[inverse], phys[representative], representative
 
 
 @torch.inference_mode()
@@ -366,98 +426,133 @@ def run_thought_loop(
     kl_reference_rows: torch.Tensor | None = None,
     capture_inputs: bool = False,
     capture_layers: Sequence[int] = (),
+    share: bool = True,
 ) -> LoopOutput:
     """The batched CODI loop over ``len(question_ids) * repeats`` rows (question-major).
 
-    ``question_ids`` are question tokens *without* bot. With ``gold_reply_ids`` (one per
-    question) the gold reply is teacher-forced after eot in one block to give each row's
-    summed log-probability; with ``first_answer_index`` and ``kl_reference_rows`` also
-    KL(reference row || row) at the first number token.
+    ``question_ids`` are question tokens *without* bot; each question is encoded once and its
+    keys and values are shared by all of its rows (:mod:`polydag.core.step_importance.kv_cache`).
+    With ``share`` (default), rows of a question that have received identical edits so far
+    are one physical row and fork when their edits differ (the baseline and a single-position
+    ablation at position 5 are one row for five latent steps), except ``edits.isolated`` rows.
+    With ``gold_reply_ids`` (one per question) the gold reply is teacher-forced after eot in
+    one block to give each row's summed log-probability; with ``first_answer_index`` and
+    ``kl_reference_rows`` also KL(reference row || row) at the first number token.
     """
-    from transformers import DynamicCache
+    from polydag.core.step_importance.kv_cache import SharedPrefixCache, engine_attention
 
     n_fed = model.num_latent if num_fed is None else int(num_fed)
     device = _device(model)
     dtype = next(model.parameters()).dtype
     n_rows = len(question_ids) * repeats
-    state = _HookState()
     if edits is not None:
-        for layer, mask in edits.layer_masks.items():
-            state.masks[layer] = mask.to(device)
-            state.values[layer] = edits.layer_values[layer].to(device=device, dtype=dtype)
-    input_mask = input_values = None
-    if edits is not None and edits.input_mask is not None:
-        input_mask = edits.input_mask.to(device)
-        input_values = edits.input_values.to(device=device, dtype=dtype)
+        edits = RowEdits(
+            input_mask=None if edits.input_mask is None else edits.input_mask.to(device),
+            input_values=None if edits.input_values is None else edits.input_values.to(device=device, dtype=dtype),
+            layer_masks={k: v.to(device) for k, v in edits.layer_masks.items()},
+            layer_values={k: v.to(device=device, dtype=dtype) for k, v in edits.layer_values.items()},
+            isolated=None if edits.isolated is None else edits.isolated.to(device),
+        )
+    state = _HookState()
     for layer in capture_layers:
         state.captured[layer] = []
+    hooked = sorted(set(edits.layer_masks) if edits is not None else set()) + list(capture_layers)
 
     ids, mask, positions = left_pad(question_ids, model.pad_token_id, device)
-    cache = DynamicCache(config=model.causal_lm.config)
-    model.body(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-    next_pos = mask.sum(-1)
-    if repeats > 1:
-        cache.batch_repeat_interleave(repeats)
-        mask, next_pos = mask.repeat_interleave(repeats, 0), next_pos.repeat_interleave(repeats, 0)
-    step = _Stepper(model, cache, mask, next_pos)
+    gold_width = max((len(r) for r in gold_reply_ids), default=0) if gold_reply_ids is not None else 0
+    cache = SharedPrefixCache(len(model.decoder_layers), mask, reserve=n_fed + 2 + gold_width + min(max_new_tokens, 32))
     result = LoopOutput(token_ids=None)
+    step = _Stepper(model, cache)
+    slot_maps: list[torch.Tensor] = []
+    fed: list[torch.Tensor] = []
+    logical_steps = n_rows * (n_fed + 1)
 
-    with layer_hooks(model, list(state.masks) + list(capture_layers), state):
-        state.slot = 0
-        bot = torch.full((n_rows, 1), model.bot_id, dtype=torch.long, device=device)
-        latent = model.prj(step.hidden(input_ids=bot))
-        fed = []
-        for k in range(n_fed):
-            if input_mask is not None:
-                latent = torch.where(input_mask[:, k, None], input_values[:, k], latent)
-            if capture_inputs:
-                fed.append(latent.detach().clone())
-            state.slot = k + 1
-            latent = model.prj(step.hidden(inputs_embeds=latent[:, None, :]))
-        state.slot = None
+    with engine_attention(model, cache), layer_hooks(model, hooked, state):
+        model.body(input_ids=ids, position_ids=positions, cache=cache, use_cache=True)
+        cache.start_suffix()
+        phys = torch.arange(n_rows, device=device) // repeats
+        latent = None
+        for slot in range(n_fed + 1):
+            signature = _slot_signature(edits, slot, n_rows, device)
+            isolated = edits.isolated if (edits is not None and slot == 0) else None
+            phys_new, parent, representative = _fork(phys, signature, isolated, share)
+            if parent.numel() != cache.row_problem.numel() or not torch.equal(
+                    parent, torch.arange(parent.numel(), device=device)):
+                step.select(parent)
+                if latent is not None:
+                    latent = latent[parent]
+            phys = phys_new
+            if edits is not None:
+                for layer in edits.layer_masks:
+                    state.masks[layer] = edits.layer_masks[layer][representative, slot]
+                    state.values[layer] = edits.layer_values[layer][representative, slot]
+            state.active = True
+            if slot == 0:
+                bot = torch.full((parent.numel(), 1), model.bot_id, dtype=torch.long, device=device)
+                hidden = step.hidden(input_ids=bot)
+            else:
+                if edits is not None and edits.input_mask is not None:
+                    keep = edits.input_mask[representative, slot - 1]
+                    latent = torch.where(keep[:, None], edits.input_values[representative, slot - 1], latent)
+                if capture_inputs:
+                    fed.append(latent.detach().clone()[phys])
+                hidden = step.hidden(inputs_embeds=latent[:, None, :])
+            state.active = False
+            slot_maps.append(phys)
+            latent = model.prj(hidden)
 
     if capture_inputs:
         result.fed_thoughts = torch.stack(fed, dim=1)
     for layer in capture_layers:
-        result.layer_outputs[layer] = torch.stack(state.captured[layer], dim=1)
+        result.layer_outputs[layer] = torch.stack([c[m] for c, m in zip(state.captured[layer], slot_maps)], dim=1)
     if not decode:
+        result.row_steps, result.logical_row_steps = step.row_steps, logical_steps
         return result
 
-    eot = torch.full((n_rows, 1), model.eot_id, dtype=torch.long, device=device)
-    logits = step.logits(eot)
-    if gold_reply_ids is not None:
-        _gold_metrics(step, logits, gold_reply_ids, repeats, first_answer_index, kl_reference_rows,
-                      model.pad_token_id, result)
-    result.token_ids = _greedy_decode(step, logits, n_rows, eos_token_id, max_new_tokens)
+    representative_final = representative       # of the physical rows after the last slot
+    with engine_attention(model, cache):
+        eot = torch.full((cache.row_problem.numel(), 1), model.eot_id, dtype=torch.long, device=device)
+        logits = step.logits(eot)
+        if gold_reply_ids is not None:
+            problem = cache.row_problem.tolist()
+            kl_rows = None
+            if first_answer_index is not None and kl_reference_rows is not None:
+                kl_rows = phys[kl_reference_rows.to(device)[representative_final]]
+            gold, kl = _gold_metrics(step, logits, [gold_reply_ids[p] for p in problem],
+                                     [first_answer_index[p] for p in problem] if first_answer_index is not None else None,
+                                     kl_rows, model.pad_token_id)
+            result.gold_logprob = gold[phys]
+            result.kl_to_reference = None if kl is None else kl[phys]
+        tokens = _greedy_decode(step, logits, cache.row_problem.numel(), eos_token_id, max_new_tokens)
+    result.token_ids = [tokens[p] for p in phys.tolist()]
+    logical_steps += n_rows * (1 + gold_width) + sum(len(t) - 1 for t in result.token_ids)
+    result.row_steps, result.logical_row_steps = step.row_steps, logical_steps
     return result
 
 
-def _gold_metrics(step, eot_logits, gold_reply_ids, repeats, first_answer_index, kl_reference_rows, pad_id, result):
+def _gold_metrics(step, eot_logits, replies, first_answer_index, kl_rows, pad_id):
     """Teacher-forced gold log-probability (summed over the reply's tokens) and, optionally,
     KL(reference || row) = sum_v p_ref(v) (log p_ref(v) - log p_row(v)) at the first number
-    token, both over the decoding slice of the vocabulary."""
+    token, both over the decoding slice of the vocabulary. One reply per physical row."""
     device = eot_logits.device
-    replies = [list(r) for r in gold_reply_ids for _ in range(repeats)]
     width = max(len(r) for r in replies) - 1
     block = torch.full((len(replies), width), pad_id, dtype=torch.long)
-    block_mask = torch.zeros((len(replies), width), dtype=step.mask.dtype)
     targets = torch.full((len(replies), width + 1), -1, dtype=torch.long)
     for i, reply in enumerate(replies):
-        block[i, : len(reply) - 1] = torch.tensor(reply[:-1])
-        block_mask[i, : len(reply) - 1] = 1
-        targets[i, : len(reply)] = torch.tensor(reply)
-    block_logits = step.block_logits(block.to(device), block_mask.to(device))
+        block[i, : len(reply) - 1] = torch.tensor(list(reply[:-1]))
+        targets[i, : len(reply)] = torch.tensor(list(reply))
+    block_logits = step.block_logits(block.to(device))
     # Position j of [eot, block] predicts reply token j.
     logprobs = torch.log_softmax(torch.cat([eot_logits[:, None, :], block_logits], dim=1).float(), dim=-1)
     targets = targets.to(device)
     picked = logprobs.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
-    result.gold_logprob = (picked * (targets >= 0)).sum(-1)
-    if first_answer_index is not None and kl_reference_rows is not None:
-        rows = torch.arange(len(replies), device=device)
-        first = torch.tensor([f for f in first_answer_index for _ in range(repeats)], device=device)
-        at_first = logprobs[rows, first]                       # (R, vocab - 1)
-        reference = at_first[kl_reference_rows.to(device)]
-        result.kl_to_reference = (reference.exp() * (reference - at_first)).sum(-1).clamp(min=0.0)
+    gold = (picked * (targets >= 0)).sum(-1)
+    if first_answer_index is None or kl_rows is None:
+        return gold, None
+    rows = torch.arange(len(replies), device=device)
+    at_first = logprobs[rows, torch.tensor(list(first_answer_index), device=device)]    # (rows, vocab - 1)
+    reference = at_first[kl_rows]
+    return gold, (reference.exp() * (reference - at_first)).sum(-1).clamp(min=0.0)
 
 
 def _greedy_decode(step: _Stepper, logits, n_rows, eos_token_id, max_new_tokens) -> list[list[int]]:

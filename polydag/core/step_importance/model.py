@@ -271,6 +271,11 @@ def check_state_dict_keys(model: ContinuousThoughtModel, state: dict[str, torch.
 
 
 def _build_base_from_config(base_model_path: Path, dtype) -> nn.Module:
+    """The base causal LM from ``config.json`` with its parameters on the meta device (no
+    storage, no random initialisation: every weight comes from the checkpoint). Buffers stay
+    real, because the rotary embedding's ``inv_freq`` is computed at construction and is not
+    in a checkpoint."""
+    from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if not base_model_path.exists():
@@ -278,8 +283,8 @@ def _build_base_from_config(base_model_path: Path, dtype) -> nn.Module:
     if not (base_model_path / "config.json").is_file():
         raise FileNotFoundError(f"base model path {base_model_path} has no config.json")
     config = AutoConfig.from_pretrained(str(base_model_path), local_files_only=True)
-    model = AutoModelForCausalLM.from_config(config)
-    return model.to(dtype)
+    with init_empty_weights(include_buffers=False):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
 
 
 def load_codi_checkpoint(
@@ -294,28 +299,41 @@ def load_codi_checkpoint(
     dtype=torch.float32,
     device: str = "cpu",
 ) -> ContinuousThoughtModel:
-    """Load a CODI checkpoint strictly; returns the model in eval mode on ``device``.
+    """Load a CODI checkpoint strictly; returns the model in eval mode on ``device`` in ``dtype``.
 
     ``base_model_path`` is a local Hugging Face model directory; only its ``config.json`` is
-    read (every weight, base layers included, comes from the checkpoint).
+    read (every weight, base layers included, comes from the checkpoint). The model is built
+    on the meta device and the checkpoint's tensors, cast to ``dtype`` on ``device``, become
+    its parameters (``assign=True``), so no full-size random model is ever initialised and
+    memory peaks at about one copy of the weights.
     """
+    from accelerate import init_empty_weights
+
     ckpt_dir = Path(ckpt_dir)
     weights = _weights_file(ckpt_dir)
     causal_lm = _build_base_from_config(Path(base_model_path), dtype)
-    model = assemble_codi_model(
-        causal_lm,
-        CodiArchitecture(lora_r=lora_r, lora_alpha=lora_alpha, target_modules=tuple(target_modules),
-                         prj_dim=prj_dim, num_latent=num_latent),
-    )
+    with init_empty_weights(include_buffers=False):
+        model = assemble_codi_model(
+            causal_lm,
+            CodiArchitecture(lora_r=lora_r, lora_alpha=lora_alpha, target_modules=tuple(target_modules),
+                             prj_dim=prj_dim, num_latent=num_latent),
+        )
     state = read_codi_state_dict(ckpt_dir)
     check_state_dict_keys(model, state, str(weights))
     refuse_nonfinite(state.items(), str(weights), CodiCheckpointError)
+    for key in list(state):   # one tensor at a time, so the full-precision copy is never doubled
+        state[key] = state[key].to(device=device, dtype=dtype)
     # strict=False only for the tolerated tied head; every other key was checked above.
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(state, strict=False, assign=True)
+    del state
     if getattr(model.causal_lm.config, "tie_word_embeddings", False):
         model.causal_lm.tie_weights()  # as CODI's test.py does after loading
-    _log.info("loaded CODI checkpoint %s (%d tensors, %.1fM params)", weights, len(state), model.n_params() / 1e6)
-    return model.to(device=device, dtype=dtype).eval()
+    left = [name for name, p in model.named_parameters() if p.is_meta]
+    if left:
+        raise CodiCheckpointError(f"{weights} left {len(left)} parameter(s) without weights: {_format_keys(left)}")
+    _log.info("loaded CODI checkpoint %s (%.1fM params, %s on %s)", weights, model.n_params() / 1e6,
+              str(dtype).replace("torch.", ""), device)
+    return model.to(device=device).eval()
 
 
 def save_codi_checkpoint(model: ContinuousThoughtModel, out_dir: str | Path, *, fmt: str = "safetensors") -> Path:

@@ -9,7 +9,7 @@ Definitions (per variant, i.e. per protocol/scheme/mode/site/position):
   / all problems.
 - Both come with **Wilson score 95% intervals**: with p = k/n and z = Φ⁻¹(0.975),
   ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``.
-- **early vs late** pools positions 0-2 and 3-5 over (problem, position) pairs; the pairs of
+- **early vs late** pools positions 0-2 and 3-5 (configurable) over (problem, position) pairs; the pairs of
   one problem are not independent, so its intervals are narrower than a per-problem analysis
   would give and are descriptive.
 - **trend tests** across positions, per variant family:
@@ -169,9 +169,9 @@ def _null_table(rows: pl.DataFrame) -> pl.DataFrame:
     ).sort("protocol")
 
 
-def _early_late(ablations: pl.DataFrame) -> pl.DataFrame:
-    segment = (pl.when(pl.col("position").is_in(list(EARLY_POSITIONS))).then(pl.lit("early"))
-               .when(pl.col("position").is_in(list(LATE_POSITIONS))).then(pl.lit("late")).otherwise(None))
+def _early_late(ablations: pl.DataFrame, early=EARLY_POSITIONS, late=LATE_POSITIONS) -> pl.DataFrame:
+    segment = (pl.when(pl.col("position").is_in(list(early))).then(pl.lit("early"))
+               .when(pl.col("position").is_in(list(late))).then(pl.lit("late")).otherwise(None))
     frame = ablations.with_columns(segment=segment).filter(pl.col("segment").is_not_null())
     frame = pl.concat([frame, frame.with_columns(difficulty=pl.lit("all"))])
     counts = frame.group_by(FAMILY + ["difficulty", "segment"]).agg(
@@ -241,10 +241,29 @@ def _trend(ablations: pl.DataFrame, by_position: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(out, schema=schema)
 
 
-def summarize_step_importance(rows: pl.DataFrame, problems: pl.DataFrame) -> dict[str, pl.DataFrame]:
+def rates_by_mode(rows: pl.DataFrame) -> pl.DataFrame:
+    """Flip rate and importance of each (protocol, mode, site), pooled over the ablation
+    variants' (problem, variant) pairs, with Wilson 95% intervals; descriptive (the pairs of
+    one problem are not independent)."""
+    ablations = rows.filter(pl.col("position") >= 0)
+    keys = ["protocol", "mode", "site"]
+    counts = ablations.group_by(keys).agg(
+        n_pairs=pl.len(),
+        n_flipped=pl.col("flipped").sum(),
+        n_baseline_correct=pl.col("baseline_correct").sum(),
+        n_broken=(pl.col("baseline_correct") & ~pl.col("correct")).sum(),
+    )
+    return counts.with_columns(*_wilson_exprs("n_flipped", "n_pairs", "flip_rate"),
+                               *_wilson_exprs("n_broken", "n_baseline_correct", "importance")).sort(keys)
+
+
+def summarize_step_importance(rows: pl.DataFrame, problems: pl.DataFrame, *,
+                              early_positions=EARLY_POSITIONS, late_positions=LATE_POSITIONS
+                              ) -> dict[str, pl.DataFrame]:
     """All summary views of ``run_ablations`` rows (see the module docstring):
-    ``baseline``, ``null_control``, ``by_position``, ``by_difficulty``, ``early_late`` and
-    ``trend``, each a polars DataFrame with plain columns."""
+    ``baseline``, ``null_control``, ``by_position``, ``by_difficulty``, ``early_late`` (pooling
+    ``early_positions`` against ``late_positions``) and ``trend``, each a polars DataFrame
+    with plain columns."""
     _validate(rows, problems)
     rows = _with_protocol(rows)
     ablations = _ablation_rows(rows, problems)
@@ -255,14 +274,15 @@ def summarize_step_importance(rows: pl.DataFrame, problems: pl.DataFrame) -> dic
         "null_control": _null_table(rows),
         "by_position": by_position,
         "by_difficulty": by_difficulty,
-        "early_late": _early_late(ablations),
+        "early_late": _early_late(ablations, early_positions, late_positions),
         "trend": _trend(ablations, by_position),
     }
 
 
-def plot_importance(by_difficulty: pl.DataFrame, path: str | Path) -> Path:
-    """PNG of importance against position, one line per difficulty (95% Wilson band), one
-    panel per variant family."""
+def plot_importance(by_difficulty: pl.DataFrame, path: str | Path, by_position: pl.DataFrame | None = None) -> Path:
+    """PNG of importance against position, one panel per variant family: one line per
+    difficulty and, with ``by_position``, the pooled curve over all problems (black), each
+    with its 95% Wilson band. Panels without a line get no legend (so matplotlib does not warn)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,23 +299,35 @@ def plot_importance(by_difficulty: pl.DataFrame, path: str | Path) -> Path:
         ax.axis("off")
     if not families:
         axes[0][0].text(0.5, 0.5, "no ablation rows", ha="center", va="center")
+
+    def of_family(frame, family):
+        return frame.filter(pl.all_horizontal([pl.col(c) == v for c, v in zip(FAMILY, family)]))
+
     for ax, family in zip(axes.flat, families):
-        group = by_difficulty.filter(pl.all_horizontal([pl.col(c) == v for c, v in zip(FAMILY, family)]))
+        group = of_family(by_difficulty, family)
         difficulties = sorted(group["difficulty"].unique().to_list(),
                               key=lambda d: DIFFICULTY_ORDER.index(d) if d in DIFFICULTY_ORDER else 99)
-        for difficulty in difficulties:
-            line = group.filter((pl.col("difficulty") == difficulty) & pl.col("importance").is_not_null()).sort("position")
+        lines = [(f"{d} steps", group.filter(pl.col("difficulty") == d), {}) for d in difficulties]
+        if by_position is not None:
+            lines.append(("all problems", of_family(by_position, family), {"color": "black", "linewidth": 2}))
+        for label, frame, style in lines:
+            line = frame.filter(pl.col("importance").is_not_null()).sort("position")
             if line.is_empty():
                 continue
             x = line["position"].to_list()
-            ax.plot(x, line["importance"].to_list(), marker="o", label=f"{difficulty} steps")
-            ax.fill_between(x, line["importance_lo"].to_list(), line["importance_hi"].to_list(), alpha=0.15)
+            drawn = ax.plot(x, line["importance"].to_list(), marker="o", label=label, **style)[0]
+            ax.fill_between(x, line["importance_lo"].to_list(), line["importance_hi"].to_list(), alpha=0.15,
+                            color=drawn.get_color())
         protocol, scheme, mode, site = family
         ax.set_title(f"{scheme} / {mode} / {site}" + (" (researchers)" if protocol == "researchers" else ""), fontsize=9)
         ax.set_xlabel("thought position (prefix: last ablated)")
         ax.set_ylabel("importance (baseline-correct → wrong)")
         ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no baseline-correct problems", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -271,7 +271,7 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "variant": "stable id of the ablation variant",
         "protocol": "polydag, or researchers (compat_researchers rows)",
         "scheme": "baseline | null | prefix | single",
-        "mode": "zero | mean | resample",
+        "mode": "zero | mean | global_mean | gaussian | resample",
         "site": "input | layer:L",
         "position": "thought position of the variant (-1 for baseline and null)",
         "ablated_positions": "comma-separated positions ablated",
@@ -286,6 +286,8 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "gold_logprob": "teacher-forced log-probability of the gold answer after eot",
         "kl_to_baseline": "KL(baseline || variant) at the first answer token",
         "n_answer_tokens": "tokens decoded",
+        "reference_checked": "this row was also answered by the one-row reference loop (the runtime gate's sample)",
+        "reference_answer_text": "the one-row reference loop's answer text (null when not checked)",
     },
     "step_importance_summary": {
         "view": "baseline | null_control | by_position | by_difficulty | early_late | trend",

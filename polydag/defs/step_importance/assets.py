@@ -29,6 +29,7 @@ from polydag.core.step_importance.config import (
     CodiTrainConfig,
     ProblemsConfig,
     StepImportanceConfig,
+    StepSummaryConfig,
 )
 from polydag.core.storage.duck import read_rows
 from polydag.core.storage.tables import markdown_table
@@ -57,6 +58,9 @@ CodiModelRunConfig = run_config(
     nested={"default_model": (CodiTrainRunConfig, "The offline default model, trained when checkpoint_dir "
                                                   "is empty.")},
 )
+StepSummaryRunConfig = run_config(
+    "StepSummaryRunConfig", [StepSummaryConfig], module=__name__,
+    doc="Run config of ``step_importance_summary`` (polydag.core.step_importance.config.StepSummaryConfig).")
 StepImportanceRunConfig = run_config(
     "StepImportanceRunConfig", [StepImportanceConfig], module=__name__,
     doc="Run config of ``step_importance`` (polydag.core.step_importance.config.StepImportanceConfig).")
@@ -137,12 +141,15 @@ def step_importance(
     through one batched engine; correctness, flips, gold log-prob and KL to the baseline."""
     from polydag.core.polychromic.base_model import resolve_device
     from polydag.core.step_importance import api as codi
+    from polydag.core.step_importance.summary import rates_by_mode
 
     configure_torch_threads()
     cfg = config.spec()
     selected = codi.select_problems(problems, list(context.partition_keys))
     rows = codi.run_step_importance(codi_model.row(0, named=True), selected, cfg, all_problems=problems,
                                     logger=context.log)
+    precision = codi.float32_agreement(codi_model.row(0, named=True), rows, selected, cfg, all_problems=problems,
+                                       logger=context.log)
     own = rows.filter(pl.col("protocol") == "codi")  # compat rows have their own baseline
     baseline = own.filter(pl.col("scheme") == "baseline")
     costs = cost_model.record(context, storage, device=resolve_device(cfg.device))
@@ -152,12 +159,16 @@ def step_importance(
         "n_rows": rows.height,
         "baseline_accuracy": float(baseline["correct"].mean()),
         "flip_rate": float(own.filter(pl.col("position") >= 0)["flipped"].mean()),
+        "by_mode": MetadataValue.md(markdown_table(rates_by_mode(rows))),
+        "dtype": precision["dtype"],
+        **({"vs_float32": MetadataValue.json(precision["vs_float32"])} if "vs_float32" in precision else {}),
     })
 
 
 @asset(group_name=GROUP, kinds={"duckdb", "polars"}, code_version="1")
 def step_importance_summary(
     context: AssetExecutionContext,
+    config: StepSummaryRunConfig,
     storage: PolydagStorage,
     step_importance: pl.DataFrame,
     problems: pl.DataFrame,
@@ -185,13 +196,15 @@ def step_importance_summary(
     if excluded:
         context.log.warning(f"{len(excluded)} problems with step_importance rows are no longer in the problems "
                             f"table (e.g. {excluded[:3]}); their rows are kept but left out of the summary")
-    parts = summarize_step_importance(rows, problems)
+    cfg = config.spec()
+    parts = summarize_step_importance(rows, problems, early_positions=cfg.early_positions,
+                                      late_positions=cfg.late_positions)
     table = pl.concat(
         [frame.with_columns(view=pl.lit(name)) for name, frame in parts.items()],
         how="diagonal_relaxed",
     )
     plot_path = storage.artifact_path("plots", "step_importance.png")
-    plot_importance(parts["by_difficulty"], plot_path)
+    plot_importance(parts["by_difficulty"], plot_path, parts["by_position"])
     encoded = base64.b64encode(Path(plot_path).read_bytes()).decode()
     return table_output(table, {
         "n_problems": rows["problem_id"].n_unique(),

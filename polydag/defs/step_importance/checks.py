@@ -1,9 +1,11 @@
-"""Gate of the step-importance sweep: the null control must reproduce the baseline
-(``polydag.core.step_importance.audit`` says why and checks it)."""
+"""Gates of the step-importance sweep (``polydag.core.step_importance.audit`` says why and
+checks them): the null control must reproduce the baseline, and the one-row reference loop
+must give the engine's answer on every re-answered row."""
 
+import polars as pl
 from dagster import AssetCheckExecutionContext, AssetCheckResult, MetadataValue, asset_check
 
-from polydag.core.step_importance.audit import null_control_mismatches
+from polydag.core.step_importance.audit import null_control_mismatches, reference_mismatches
 from polydag.core.storage.duck import read_rows
 from polydag.core.storage.tables import markdown_table
 from polydag.defs.step_importance.assets import step_importance
@@ -34,6 +36,45 @@ def null_control_matches_baseline(
         ),
         metadata={
             "n_problems_checked": checked,
+            "n_mismatches": bad.height,
+            "mismatches": MetadataValue.md(markdown_table(bad.head(10)) if bad.height else "none"),
+        },
+    )
+
+
+@asset_check(
+    asset=step_importance,
+    blocking=True,
+    description="Runtime reference gate: every variant of a seeded sample of each run's problems "
+    "(all of them for small runs), re-answered by the independent one-row loop, gives the batched "
+    "engine's answer.",
+)
+def reference_loop_matches_engine(
+    context: AssetCheckExecutionContext, storage: PolydagStorage
+) -> AssetCheckResult:
+    keys = list(context.partition_keys)
+    rows = read_rows(storage.duckdb_path, "step_importance",
+                     columns=["problem_id", "protocol", "variant", "answer_text", "reference_checked",
+                              "reference_answer_text"],
+                     problem_id=keys)
+    if "reference_checked" not in rows.columns:   # no rows stored for these keys
+        rows = pl.DataFrame(schema={"problem_id": pl.String, "answer_text": pl.String,
+                                    "reference_checked": pl.Boolean, "reference_answer_text": pl.String})
+    bad = reference_mismatches(rows)
+    checked = rows.filter(pl.col("reference_checked"))
+    n_problems = checked["problem_id"].n_unique()
+    return AssetCheckResult(
+        passed=bad.is_empty() and checked.height > 0,
+        description=(
+            f"the one-row reference differs from the engine on {bad.height} of {checked.height} rows"
+            if bad.height else
+            ("no row of these problems was re-answered by the reference loop" if checked.height == 0 else
+             f"the one-row reference gives the engine's answer on all {checked.height} rows "
+             f"of {n_problems} problems")
+        ),
+        metadata={
+            "n_rows_checked": checked.height,
+            "n_problems_checked": n_problems,
             "n_mismatches": bad.height,
             "mismatches": MetadataValue.md(markdown_table(bad.head(10)) if bad.height else "none"),
         },
