@@ -7,7 +7,10 @@ bash scripts/install.sh || exit 1
 # test skips with the reason. Idempotent, quiet, and never fatal.
 command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || true
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-python3 -m pytest "$@"
+# Two workers, one test file each (--dist loadfile keeps a module's fixtures in one process):
+# heavy work runs with one torch thread on small machines, so two files use both cores.
+# POLYDAG_TEST_WORKERS=0 runs in one process.
+python3 -m pytest -n "${POLYDAG_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   # pytest exits 5 when it collected no tests; for this suite that is a broken selection or
