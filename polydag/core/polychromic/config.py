@@ -47,11 +47,21 @@ class ReplyPairsConfig:
                              "every row gets row-<line>.")
     group_column: str = setting("", help="Column whose equal values mark the replies of one prompt (the "
                                 "researchers' tweet_id; repeats are expected). Empty: the prompt text groups.")
+    intent_column: str = setting("intent", help="Optional ground truth: column with the reply's intent (the "
+                                 "shipped data has one). A file without it loads; ground-truth metrics are "
+                                 "then absent. Empty: never read.")
+    topic_column: str = setting("topic", help="Optional ground truth: column with the prompt's topic (equal "
+                                "on all rows of a prompt). Empty: never read.")
+    admitted_intents_column: str = setting("admitted_intents", help="Optional ground truth: column with the "
+                                           "intents a reply to the prompt may have (a list; in CSV one string "
+                                           "separated by ; , or |). Empty: never read.")
 
     def columns(self):
         from polydag.core.polychromic.reply_pairs import Columns
 
-        return Columns(self.prompt_column, self.reply_column, self.id_column or None, self.group_column or None)
+        return Columns(self.prompt_column, self.reply_column, self.id_column or None, self.group_column or None,
+                       self.intent_column or None, self.topic_column or None,
+                       self.admitted_intents_column or None)
 
 
 @dataclass
