@@ -20,8 +20,8 @@ Whatever judges quality, the samples also get the verifier's labels (``reply_int
 otherwise (then the ground-truth metrics are absent).
 
 :attr:`ResolvedChecker.identity` goes into the generations cache key: the verifier's identity
-includes the grammar's hash, and a function's includes the hash of its source, so a changed
-checker never reuses samples judged by the old one.
+hashes the grammar, the parser and the verifier's rules, and a function's hashes its source, so
+a changed checker never reuses samples judged by the old one.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class ResolvedChecker:
 def resolve_checker(cfg, prompts: pl.DataFrame, *, logger: logging.Logger | None = None) -> ResolvedChecker:
     """The checker ``cfg.checker`` (a :class:`~polydag.core.evaluation.config.QualityConfig`)
     selects for ``prompts`` (the evaluation prompts frame)."""
-    from polydag.core.polychromic.reply_grammar import grammar_sha256
+    from polydag.core.evaluation.verifier import verifier_identity
 
     logger = logger or _log
     gaps = ground_truth_gaps(prompts) if prompts.height else [("-", "no prompts")]
@@ -120,7 +120,7 @@ def resolve_checker(cfg, prompts: pl.DataFrame, *, logger: logging.Logger | None
                 f"QualityConfig.checker='ground_truth' needs every test prompt to carry a topic and "
                 f"admitted_intents of the default grammar; {len(gaps)} of {prompts.height} do not (e.g. prompt "
                 f"{gaps[0][0]}: {gaps[0][1]}). Use checker='relevance' or 'auto' for such data.")
-        return ResolvedChecker(name, f"ground_truth:{grammar_sha256()}", True, False)
+        return ResolvedChecker(name, f"ground_truth:{verifier_identity()}", True, False)
     if name == "relevance":
         return ResolvedChecker(name, "relevance", has_truth, cfg.min_relevance is not None)
     function = load_checker_function(name)

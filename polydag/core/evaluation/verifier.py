@@ -31,6 +31,8 @@ looked at.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -89,3 +91,13 @@ def ground_truth_problem(topic: object, admitted_intents: object) -> str | None:
     if unknown:
         return f"admitted intents {unknown} are not the default grammar's intents"
     return None
+
+
+def verifier_identity() -> str:
+    """What a generations cache key hashes for this verifier: the grammar and the source of the
+    parser and of this module, so a changed rule never reuses samples judged by the old one."""
+    from polydag.core.polychromic import reply_grammar
+
+    payload = "\n".join([reply_grammar.grammar_sha256(), inspect.getsource(reply_grammar),
+                          inspect.getsource(verify_reply), inspect.getsource(ground_truth_problem)])
+    return hashlib.sha256(payload.encode()).hexdigest()

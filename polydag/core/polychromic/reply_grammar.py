@@ -353,9 +353,9 @@ def parse_reply(text: str) -> ParsedReply:
     text = " ".join(str(text or "").split())
     if not text:
         return ParsedReply(False, None, None, "empty")
-    # fill() upper-cases the first letter; a template starting with a slot ("{thing} ...")
-    # matches the value's own case, so try the text as given and with a lower-case first letter
-    variants = dict.fromkeys([text, text[0].lower() + text[1:]])
+    # fill() upper-cases the first letter, and a template starting with a slot ("{thing} ...")
+    # matches the value's own case: the first letter may be either case
+    variants = dict.fromkeys([text, text[0].upper() + text[1:], text[0].lower() + text[1:]])
     mixed_intent = None
     for intent, pattern in _patterns():
         for variant in variants:
