@@ -123,7 +123,7 @@ class BaseModelConfig:
         """A model of ~50k parameters that builds in about a second (unit tests only)."""
         values = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=1,
                       num_heads=2, num_kv_heads=1, max_length=64, pretrain_steps=8,
-                      batch_size=8, device="cpu", n_sample_replies=1)
+                      batch_size=8, learning_rate=3e-3, device="cpu", n_sample_replies=1)
         values.update(overrides)
         return cls(**values)
 
