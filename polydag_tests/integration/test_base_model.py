@@ -155,3 +155,26 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_reply_only_pretraining_masks_the_prompt_tokens_and_padding():
+    from polydag.core.polychromic.base_model import pretrain_batch
+
+    batch = [([1, 5, 6, 7, 8], 3), ([1, 9, 4], 1)]
+    ids, attention, labels = pretrain_batch(batch, 0, reply_only=True)
+    assert ids.tolist() == [[1, 5, 6, 7, 8], [1, 9, 4, 0, 0]]
+    assert attention.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert labels.tolist() == [[-100, -100, -100, 7, 8], [-100, 9, 4, -100, -100]]
+    _, _, every = pretrain_batch(batch, 0, reply_only=False)
+    assert every.tolist() == [[1, 5, 6, 7, 8], [1, 9, 4, -100, -100]]
+
+
+def test_the_pretraining_loss_setting_changes_what_is_learned(tmp_path, tiny_base):
+    from polydag.core.polychromic.base_model import weights_sha256
+
+    out = tmp_path / "reply"
+    info = build_default_base_model(PAIRS, out, BaseModelConfig.tiny_for_tests(pretrain_loss="reply"))
+    assert weights_sha256(out) != weights_sha256(tiny_base[0])
+    assert info.pretrain_final_loss != tiny_base[1].pretrain_final_loss
+    with pytest.raises(ValueError, match="pretrain_loss"):
+        BaseModelConfig(pretrain_loss="prompt")

@@ -345,3 +345,26 @@ def test_a_chat_trained_adapter_is_sampled_in_its_chat_format(checkpoint, model_
     assert chat_part.table["text"].to_list() == [t for replies in expected for t in replies]
     plain = generate_samples(model, tokenizer, [format_prompt(p) for p in prompts["prompt"]], cfg)
     assert plain_part.table["text"].to_list() == [t for replies in plain for t in replies]
+
+
+def test_generate_partition_labels_samples_with_the_verifier_only_when_the_prompts_carry_ground_truth(checkpoint):
+    """With ground truth the verifier judges every sample and labels it; the same samples
+    without ground truth go to the relevance checker and carry null labels."""
+    from polydag.core.evaluation.verifier import verify_replies
+
+    admits = ["agree", "joke", "hype", "ask", "story"]
+    plain = pl.DataFrame({"prompt_id": ["p0", "p1"], "prompt": [t for t, _ in TWEETS[:2]]})
+    truth = plain.with_columns(topic=pl.Series(["dogs", "music"]), admitted_intents=pl.Series([admits, admits]))
+    cfg = GenerationConfig(n_samples=3, max_new_tokens=8, prompt_batch_size=2, device="cpu")
+    quality = QualityConfig(min_relevance=None)
+
+    judged = generate_partition(checkpoint, truth, cfg, quality).table
+    unjudged = generate_partition(checkpoint, plain, cfg, quality).table
+    assert judged["text"].to_list() == unjudged["text"].to_list()  # the checker never changes the draw
+    assert set(judged["quality_checker"]) == {"ground_truth"} and set(unjudged["quality_checker"]) == {"relevance"}
+    expected = verify_replies(judged["text"].to_list(), ["dogs"] * 3 + ["music"] * 3, [admits] * 6)
+    assert judged["passed"].to_list() == [r.passed for r in expected]
+    assert judged["reply_intent"].to_list() == [r.intent for r in expected]
+    assert judged["reply_topic"].to_list() == [r.topic for r in expected]
+    assert unjudged["reply_intent"].null_count() == unjudged["reply_topic"].null_count() == unjudged.height
+    assert unjudged["reply_intent"].dtype == pl.String

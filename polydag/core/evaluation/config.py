@@ -2,7 +2,8 @@
 
 - :class:`GenerationConfig`: how the evaluation samples are drawn (one sampler with training:
   ``polydag.core.polychromic.sampling``).
-- :class:`QualityConfig`: the quality checker's rules.
+- :class:`QualityConfig`: which quality checker judges the samples, and the relevance checker's
+  rules.
 - :class:`EmbeddingConfig`: which sentence-embedding model scores relevance and semantic
   diversity.
 - :class:`DistinctClassesConfig`: the class metrics (distinct_k's embedding partition for data
@@ -65,8 +66,16 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """The quality checker's rules (``polydag.core.evaluation.quality``)."""
+    """Which quality checker judges the samples (``polydag.core.evaluation.checkers``), and the
+    rules of the embedding-relevance checker (``polydag.core.evaluation.quality``)."""
 
+    checker: str = setting("auto", help="auto: the ground-truth verifier when every test prompt carries a "
+                           "topic and admitted_intents of the default grammar (the shipped data), else the "
+                           "relevance checker. ground_truth: the verifier (polydag.core.evaluation.verifier: a "
+                           "well-formed reply of an admitted intent on the prompt's topic). relevance: the rule "
+                           "and embedding-relevance checker below. Or a function by import path "
+                           "'package.module:function', called as function(prompts, replies) with two lists of "
+                           "str and returning one QualityResult or bool per reply.")
     min_words: int = setting(3, help="Quality checker: fewest words a reply may have.")
     max_words: int = setting(40, help="Quality checker: most words a reply may have (tweets are short).")
     max_prompt_overlap: float = setting(0.8, help="Quality checker: reject a reply whose overlap with the "
@@ -90,6 +99,10 @@ class QualityConfig:
         checks.number("max_prompt_overlap", low=0, high=1, low_open=True)
         checks.number("max_repeat_fraction", low=0, high=1, low_open=True)
         checks.number("min_relevance", low=-1, high=1, optional=True)
+        from polydag.core.evaluation.checkers import checker_problem
+
+        problem = checker_problem(self.checker)
+        checks.need(problem is None, f"{problem}", field="checker")
         checks.done()
 
 

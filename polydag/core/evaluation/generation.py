@@ -228,11 +228,14 @@ def load_model_with_adapter(
 
 
 def evaluation_prompts(reply_pairs: pl.DataFrame) -> pl.DataFrame:
-    """The distinct test prompts (``prompt_id``, ``prompt``), in ``prompt_id`` order."""
+    """The distinct test prompts (``prompt_id``, ``prompt``), in ``prompt_id`` order, with the
+    prompt's ground truth ``topic`` and ``admitted_intents`` when ``reply_pairs`` has those
+    columns (the first non-null value among the prompt's rows; the loader made them agree)."""
+    test = reply_pairs.filter(pl.col("split") == "test")
+    truth = [c for c in ("topic", "admitted_intents") if c in reply_pairs.columns]
     return (
-        reply_pairs.filter(pl.col("split") == "test")
-        .select("prompt_id", "prompt")
-        .unique("prompt_id", maintain_order=True)
+        test.group_by("prompt_id", maintain_order=True)
+        .agg(pl.col("prompt").first(), *[pl.col(c).drop_nulls().first() for c in truth])
         .sort("prompt_id")
     )
 
@@ -250,11 +253,12 @@ def reuse_cached(cached: pl.DataFrame | None, cache_key: str, n_expected: int) -
 
 
 def partition_cache_key(checkpoint: Mapping, prompts: pl.DataFrame, gen_cfg: GenerationConfig,
-                        quality_cfg: QualityConfig, *, device: str, dtype) -> str:
+                        quality_cfg: QualityConfig, *, device: str, dtype, checker_identity: str = "") -> str:
     """The cache key of one λ partition's samples: the adapter, the generation config with the
-    resolved ``device``, the checker config, the base model, the prompt set and the model
-    ``dtype`` (samples differ across devices and dtypes), and the prompt framing the adapter
-    is sampled in."""
+    resolved ``device``, the checker config and the identity of the checker it resolved to
+    (``checkers.ResolvedChecker.identity``: grammar or function source hash), the base model,
+    the prompt set with its ground truth and the model ``dtype`` (samples differ across devices
+    and dtypes), and the prompt framing the adapter is sampled in."""
     from polydag.core.polychromic.prompting import stored_prompt_format
 
     fmt = stored_prompt_format(json.loads(checkpoint.get("train_config") or "{}"))
@@ -263,6 +267,7 @@ def partition_cache_key(checkpoint: Mapping, prompts: pl.DataFrame, gen_cfg: Gen
         dataclasses.replace(gen_cfg, device=device),
         extra={
             "quality": json.dumps(asdict(quality_cfg), sort_keys=True),
+            "checker": checker_identity,
             "base_model": str(checkpoint["base_model_sha256"]),
             "prompts": prompt_set_sha256(prompts),
             "dtype": str(dtype).removeprefix("torch."),
@@ -297,10 +302,14 @@ def generate_partition(
     rows) are reused when :func:`reuse_cached` says so. Otherwise the prompts finished under
     the same cache key in ``batches`` are taken from there (an interrupted run), the adapter is
     loaded on the resolved device only if prompts are missing, and each newly finished batch is
-    added to ``batches`` at once. The quality checker then judges all the partition's samples
-    together, so a resumed partition is row for row the one an uninterrupted run gives.
+    added to ``batches`` at once. The quality checker ``quality_cfg.checker`` selects
+    (:mod:`polydag.core.evaluation.checkers`) then judges all the partition's samples
+    together, so a resumed partition is row for row the one an uninterrupted run gives; when
+    ``prompts`` carry the default grammar's ground truth (``topic``, ``admitted_intents``), each
+    sample also gets the verifier's ``reply_intent`` and ``reply_topic`` (null otherwise).
+    ``embedder`` serves the relevance checker's ``min_relevance`` rule.
     """
-    from polydag.core.evaluation.quality import check_replies
+    from polydag.core.evaluation.checkers import judge_samples, resolve_checker
     from polydag.core.polychromic.prompting import frame_prompt, stored_prompt_format
 
     from polydag.core.polychromic.base_model import default_dtype, resolve_device
@@ -318,7 +327,9 @@ def generate_partition(
     gen_cfg = dataclasses.replace(gen_cfg, seed=gen_cfg.seed + int(checkpoint.get("seed") or 0))
     device = resolve_device(gen_cfg.device)
     dtype = default_dtype(device)
-    cache_key = partition_cache_key(checkpoint, prompts, gen_cfg, quality_cfg, device=device, dtype=dtype)
+    checker = resolve_checker(quality_cfg, prompts, logger=logger)
+    cache_key = partition_cache_key(checkpoint, prompts, gen_cfg, quality_cfg, device=device, dtype=dtype,
+                                    checker_identity=checker.identity)
     n_expected = prompts.height * gen_cfg.n_samples
     if reuse_cached(cached, cache_key, n_expected):
         logger.info("%s: reusing %d stored samples (%s)", key, cached.height, cache_key[:12])
@@ -353,12 +364,18 @@ def generate_partition(
         if batches is not None and not batches.flush():
             logger.warning("%s: some finished samples could not be kept in generation_batches; they are "
                            "in this run's output only", key)
+    n = gen_cfg.n_samples
     flat = [
         (pid, prompt, i, text)
         for pid, prompt, samples in zip(prompts["prompt_id"], prompts["prompt"], texts)
         for i, text in enumerate(samples)
     ]
-    verdicts = check_replies([row[1] for row in flat], [row[3] for row in flat], quality_cfg, embedder=embedder)
+    truth = {}
+    if checker.has_ground_truth:
+        truth = {"topics": [t for t in prompts["topic"].to_list() for _ in range(n)],
+                 "admitted_intents": [a for a in prompts["admitted_intents"].to_list() for _ in range(n)]}
+    judged = judge_samples(checker, quality_cfg, [row[1] for row in flat], [row[3] for row in flat],
+                           embedder=embedder, **truth)
     table = pl.DataFrame(
         {
             "lambda_key": [unit.lambda_key] * len(flat),
@@ -369,12 +386,16 @@ def generate_partition(
             "prompt": [row[1] for row in flat],
             "sample_idx": [row[2] for row in flat],
             "text": [row[3] for row in flat],
-            "passed": [v.passed for v in verdicts],
-            "quality_reasons": [";".join(v.reasons) for v in verdicts],
+            "passed": judged.passed,
+            "quality_reasons": judged.reasons,
+            "quality_checker": [checker.name] * len(flat),
+            "reply_intent": judged.reply_intent,
+            "reply_topic": judged.reply_topic,
             "adapter_sha256": [checkpoint["adapter_sha256"]] * len(flat),
             "cache_key": [cache_key] * len(flat),
         },
-        schema_overrides={"sample_idx": pl.Int32, "seed": pl.Int64},
+        schema_overrides={"sample_idx": pl.Int32, "seed": pl.Int64, "reply_intent": pl.String,
+                          "reply_topic": pl.String},
     )
     return PartitionSamples(table, cache_key, False, n_resumed_prompts=len(done), n_generated_prompts=n_missing)
 

@@ -256,15 +256,34 @@ def _build_model(cfg: BaseModelConfig, tokenizer):
     return LlamaForCausalLM(LlamaConfig(**common))
 
 
-def _encode_docs(tokenizer, docs: list, max_length: int) -> list[list[int]]:
+def _encode_docs(tokenizer, docs: list, max_length: int) -> list[tuple[list[int], int]]:
+    """(token ids, number of leading prompt tokens) per document; a plain text has no prompt."""
     encoded = []
     for d in docs:
         if isinstance(d, tuple):
-            ids = encode_prompt(tokenizer, d[0]) + encode_reply(tokenizer, d[1])
+            prompt = encode_prompt(tokenizer, d[0])
+            ids, n_prompt = prompt + encode_reply(tokenizer, d[1]), len(prompt)
         else:
-            ids = list(tokenizer(d, add_special_tokens=True)["input_ids"]) + [tokenizer.eos_token_id]
-        encoded.append(ids[:max_length])
+            ids, n_prompt = list(tokenizer(d, add_special_tokens=True)["input_ids"]) + [tokenizer.eos_token_id], 0
+        encoded.append((ids[:max_length], min(n_prompt, max_length)))
     return encoded
+
+
+def pretrain_batch(batch: Sequence[tuple[list[int], int]], pad_token_id: int, *, reply_only: bool):
+    """Right-padded ``(input_ids, attention_mask, labels)`` of ``(ids, n_prompt_tokens)`` documents.
+    Labels are -100 on padding and, with ``reply_only``, on each document's prompt tokens (the
+    model still reads them; it is only not trained to predict them)."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    scored = torch.zeros((len(batch), width), dtype=torch.bool)  # positions the loss counts
+    for row, (ids, n_prompt) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        scored[row, (n_prompt if reply_only else 0): len(ids)] = True
+    return input_ids, attention, input_ids.masked_fill(~scored, -100)
 
 
 def _lr_at(step: int, total: int, peak: float) -> float:
@@ -324,13 +343,8 @@ def build_default_base_model(
                 order.extend(epoch)
             batch = [encoded[i] for i in order[: cfg.batch_size]]
             del order[: cfg.batch_size]
-            width = max(len(ids) for ids in batch)
-            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, ids in enumerate(batch):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                attention[row, : len(ids)] = 1
-            labels = input_ids.masked_fill(attention == 0, -100)
+            input_ids, attention, labels = pretrain_batch(batch, tokenizer.pad_token_id,
+                                                          reply_only=cfg.pretrain_loss == "reply")
             input_ids, attention, labels = input_ids.to(device), attention.to(device), labels.to(device)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, cfg.pretrain_steps, cfg.learning_rate)

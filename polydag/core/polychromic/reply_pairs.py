@@ -3,6 +3,14 @@
 A reply-pair file holds tweet-like ``prompt`` texts and one ``reply`` per row; a prompt
 usually appears on several rows, once per valid reply. ``id`` is optional.
 
+Optional ground truth (the shipped default has it, see ``data/make_reply_pairs.py``):
+``intent`` (the reply's intent), ``topic`` (the prompt's topic) and ``admitted_intents`` (the
+intents a reply to the prompt may have: a list, or in CSV one string separated by ``;``,
+``,`` or ``|``). They are kept through the split when the file has them; a file without them
+loads as before, without those columns, and evaluation then has no ground truth (the
+ground-truth verifier and metrics say they are absent). The rows of one prompt must agree on
+its ``topic`` and ``admitted_intents`` (a row leaving them empty agrees with any).
+
 - :func:`load_reply_pairs` reads JSONL, CSV or Parquet and validates every row. A bad row
   raises :class:`DatasetError` naming the file, the 1-based line (JSONL, CSV) or row
   (Parquet) and the field, unless the caller asked to skip bad rows, in which case they are
@@ -20,6 +28,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +47,9 @@ class Columns:
     reply: str = "reply"
     id: str | None = "id"  # unique row id; rows without one get "row-<line>"
     group: str | None = None  # rows with the same value are one prompt (e.g. tweet_id; repeats are fine)
+    intent: str | None = "intent"  # optional ground truth: the reply's intent
+    topic: str | None = "topic"  # optional ground truth: the prompt's topic
+    admitted_intents: str | None = "admitted_intents"  # optional ground truth: the prompt's admitted intents
 
     @property
     def required(self) -> tuple[str, str]:
@@ -45,6 +57,8 @@ class Columns:
 
 
 DEFAULT_COLUMNS = Columns()
+GROUND_TRUTH_FIELDS = ("intent", "topic", "admitted_intents")
+_PROMPT_FIELDS = ("topic", "admitted_intents")  # properties of the prompt, equal on all its rows
 SPLITS = ("train", "val", "test")
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
 
@@ -162,7 +176,31 @@ def _validate_row(path: Path, raw: _RawRow, columns: Columns = DEFAULT_COLUMNS) 
         if not value:
             raise DatasetError(path, raw.location, column, "is empty")
         out[field] = value
+    for field in GROUND_TRUTH_FIELDS:
+        column = getattr(columns, field)
+        value = record.get(column) if column else None
+        if value is None or value == "":
+            continue  # ground truth is optional, row by row
+        if field == "admitted_intents":
+            value = _intent_list(path, raw.location, column, value)
+        elif not isinstance(value, str) or not value.strip():
+            raise DatasetError(path, raw.location, column, f"must be a non-empty string, got {value!r}")
+        else:
+            value = value.strip()
+        out[field] = value
     return out
+
+
+def _intent_list(path: Path, location: str, column: str, value: object) -> list[str]:
+    """A list of intent names, from a list or a ``;``/``,``/``|``-separated string (CSV)."""
+    if isinstance(value, str):
+        value = re.split(r"[;,|]", value)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise DatasetError(path, location, column, f"must be a list of intent names, got {value!r}")
+    names = [v.strip() for v in value if v.strip()]
+    if not names:
+        raise DatasetError(path, location, column, "is an empty list (a prompt admits at least one intent)")
+    return list(dict.fromkeys(names))
 
 
 def load_reply_pairs(
@@ -172,7 +210,8 @@ def load_reply_pairs(
     columns: Columns = DEFAULT_COLUMNS,
     logger: logging.Logger | None = None,
 ) -> tuple[pl.DataFrame, int]:
-    """Read and validate a reply-pair file; returns ``(frame[id, prompt, reply(, group)], n_skipped)``.
+    """Read and validate a reply-pair file; returns ``(frame[id, prompt, reply(, group)], n_skipped)``,
+    plus the ground-truth columns ``intent``, ``topic`` and ``admitted_intents`` when the file has them.
 
     ``columns`` maps the file's column names (the researchers' files have ``tweet``, ``reply``
     and a ``tweet_id`` shared by a tweet's replies: ``Columns("tweet", "reply", None, "tweet_id")``);
@@ -198,6 +237,7 @@ def load_reply_pairs(
     good: list[dict[str, str]] = []
     bad: list[DatasetError] = []
     seen_ids: dict[str, str] = {}
+    prompt_truth: dict[tuple[str, str], tuple[object, str]] = {}  # (prompt, field) -> (value, location)
     for raw in _READERS[suffix](path, columns.required):
         try:
             if isinstance(raw, DatasetError):
@@ -205,6 +245,15 @@ def load_reply_pairs(
             row = _validate_row(path, raw, columns)
             if row["id"] in seen_ids:
                 raise DatasetError(path, raw.location, "id", f"duplicate id {row['id']!r} (first at {seen_ids[row['id']]})")
+            prompt_key = row.get("group") or normalize_prompt(row["prompt"])
+            for field in _PROMPT_FIELDS:
+                if field not in row:
+                    continue
+                first = prompt_truth.setdefault((prompt_key, field), (row[field], raw.location))
+                if first[0] != row[field]:
+                    raise DatasetError(path, raw.location, getattr(columns, field),
+                                       f"{row[field]!r} disagrees with {first[0]!r} at {first[1]} for the same "
+                                       "prompt (it is a property of the prompt)")
             seen_ids[row["id"]] = raw.location
         except DatasetError as exc:
             if not skip_bad_rows:
@@ -221,7 +270,10 @@ def load_reply_pairs(
     schema = {"id": pl.String, "prompt": pl.String, "reply": pl.String}
     if columns.group:
         schema["group"] = pl.String
-    frame = pl.DataFrame(good, schema=schema)
+    for field in GROUND_TRUTH_FIELDS:  # a ground-truth column exists when some row has it
+        if any(field in row for row in good):
+            schema[field] = pl.List(pl.String) if field == "admitted_intents" else pl.String
+    frame = pl.DataFrame([{name: row.get(name) for name in schema} for row in good], schema=schema)
     logger.info("loaded %d reply pairs (%d prompts) from %s", frame.height, frame["prompt"].n_unique(), path)
     return frame, len(bad)
 
@@ -337,4 +389,5 @@ def load_and_split(path: str | Path, cfg, *, logger: logging.Logger | None = Non
     random.Random(cfg.split_seed).shuffle(keep)
     test = test.filter(pl.col("prompt_id").is_in(keep[: cfg.max_test_prompts])).with_columns(split=pl.lit("test"))
     test = test.with_columns(id=pl.lit("test-") + pl.col("id"))  # ids of two files never collide
-    return pl.concat([rest, test], how="vertical_relaxed"), n_skipped + n_test_skipped
+    # diagonal: a ground-truth column of one file is null in the other's rows
+    return pl.concat([rest, test], how="diagonal_relaxed"), n_skipped + n_test_skipped

@@ -30,6 +30,10 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "id": "row id from the source file (generated when the file has none)",
         "prompt": "the prompt text",
         "reply": "the gold reply text",
+        "intent": "ground truth (optional column): the gold reply's intent (agree, joke, hype, ask, cheer, advise, "
+                  "story, disagree in the shipped data)",
+        "topic": "ground truth (optional column): the prompt's topic, which every gold reply is on",
+        "admitted_intents": "ground truth (optional column): the intents a reply to the prompt may have",
         "prompt_id": "stable id of the prompt text (hash); the unit of the train/val/test split",
         "split": "train | val | test, grouped by prompt, deterministic in split_seed",
     },
@@ -93,7 +97,12 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "sample_idx": "index of the sample for this prompt (0 .. n_samples-1)",
         "text": "the sampled reply",
         "passed": "whether the quality checker accepted the reply",
-        "quality_reasons": "why the checker rejected it (';'-separated; empty when passed)",
+        "quality_reasons": "why the checker rejected it (';'-separated '<code>: detail'; empty when passed)",
+        "quality_checker": "the checker that judged it: ground_truth (the verifier), relevance, or a function's "
+                           "import path",
+        "reply_intent": "the verifier's intent of the reply under the default grammar (null: no template "
+                        "matched, or the prompts carry no ground truth)",
+        "reply_topic": "the verifier's topic of the reply (null: not well formed, or no ground truth)",
         "adapter_sha256": "adapter the sample was drawn from",
         "cache_key": "hash of adapter + generation + checker config, base model, prompt set, device and "
                      "dtype (reuse of stored samples)",

@@ -43,8 +43,8 @@ GROUP = "evaluation"
 
 GenerationsRunConfig = run_config(
     "GenerationsRunConfig", [GenerationConfig, QualityConfig, EmbeddingConfig], module=__name__,
-    doc="Run config of ``generations``: how samples are drawn, the quality checker's rules and the "
-        "embedding model of its relevance rule (polydag.core.evaluation.config).")
+    doc="Run config of ``generations``: how samples are drawn, which quality checker judges them (its "
+        "rules) and the embedding model of the relevance rule (polydag.core.evaluation.config).")
 MetricsRunConfig = run_config(
     "MetricsRunConfig", [EmbeddingConfig, DistinctClassesConfig], module=__name__,
     doc="Run config of ``metrics``: the embedding model of the semantic metrics, and the class metrics "
@@ -69,6 +69,7 @@ def generations(
     generation and checker config: unchanged inputs reuse the stored samples, anything
     changed samples afresh. Finished prompt batches are kept in ``generation_batches`` as they
     finish, so a killed run's rerun samples only the missing prompts."""
+    from polydag.core.evaluation.checkers import resolve_checker
     from polydag.core.evaluation.embeddings import embedder_for
     from polydag.core.evaluation.generation import evaluation_prompts, generate_partition
     from polydag.core.polychromic.base_model import resolve_device
@@ -79,8 +80,9 @@ def generations(
     prompts = evaluation_prompts(reply_pairs)
     checkpoints = {SweepKey(row["lambda_key"], row.get("seed_key") or "0"): row
                    for row in lora_checkpoints.iter_rows(named=True)}
+    checker = resolve_checker(quality_cfg, prompts, logger=context.log)
     embedder = None
-    if quality_cfg.min_relevance is not None:
+    if checker.needs_embedder:
         embedder = embedder_for(config.spec(EmbeddingConfig), cache_dir=storage.embedding_cache_dir,
                                 logger=context.log)
     batches = GenerationBatches(storage.duckdb_path, logger=context.log)
@@ -104,6 +106,10 @@ def generations(
             **costs,
             "n_rows": table.height,
             "n_prompts": prompts.height,
+            "quality_checker": checker.name,
+            "ground_truth": ("the verifier labels every sample (reply_intent, reply_topic)" if checker.has_ground_truth
+                             else "absent: the test prompts carry no topic/admitted_intents of the default "
+                                  "grammar, so reply_intent and reply_topic are null"),
             "reused_partitions": ", ".join(partition_key_of(u) for u, part in parts.items() if part.reused) or "none",
             "n_resumed_prompts": sum(part.n_resumed_prompts for part in parts.values()),
             "n_generated_prompts": sum(part.n_generated_prompts for part in parts.values()),
