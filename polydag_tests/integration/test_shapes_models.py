@@ -65,3 +65,20 @@ def test_saved_random_model_loads_through_the_training_loader(tmp_path):
     assert model.config.eos_token_id == tok.eos_token_id and model.config.pad_token_id == tok.pad_token_id
     ids = model.generate(**tok("hello", return_tensors="pt"), max_new_tokens=3, do_sample=False)
     assert ids.shape[1] >= 2
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-llama"])
+def test_pool_init_has_the_configured_distribution_and_keeps_the_head_tied(name):
+    model = shapes.build_random_model(name, dtype="float32", init="pool", seed=5)
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    assert shapes.param_counts(name)["total"] == sum(p.numel() for p in model.parameters())
+    for pname, p in model.named_parameters():
+        values = p.detach()
+        if p.ndim == 1:
+            assert bool((values == 1).all()), pname
+        else:
+            assert abs(float(values.std()) - shapes.SHAPES[name]["initializer_range"]) < 0.002, pname
+    again = shapes.build_random_model(name, dtype="float32", init="pool", seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    with pytest.raises(ValueError, match="init must be"):
+        shapes.build_random_model(name, init="zeros")

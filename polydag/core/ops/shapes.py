@@ -257,21 +257,55 @@ def _torch_dtype(dtype):
     return names[dtype]
 
 
-def build_random_model(shape: dict | str, *, dtype="bfloat16", device="cpu", seed: int = 0, **token_ids):
+INITS = ("normal", "pool")
+_POOL_SIZE = 1 << 24  # values in the "pool" init's random block (64 MiB in fp32)
+
+
+def build_random_model(shape: dict | str, *, dtype="bfloat16", device="cpu", seed: int = 0, init: str = "normal",
+                       **token_ids):
     """A random-weight causal LM of ``shape``, created directly in ``dtype`` on ``device``.
 
     ``from_config(config, dtype=...)`` makes ``dtype`` the default while the modules are built,
     and the ``torch.device`` context allocates them on ``device``, so weights are allocated and
-    initialised (normal, std = initializer_range) once, where and as they will be used.
-    ``token_ids``: pad/bos/eos ids for the config (see :func:`save_random_model`).
+    initialised once, where and as they will be used.
+
+    ``init``: ``normal`` is transformers' own initialisation (every weight drawn from
+    normal(0, initializer_range), norms one). ``pool`` draws one block of 2^24 such values and
+    copies it, from a random offset per tensor, into every weight (norms one): the same marginal
+    distribution, correlated across tensors, and about 10× faster on a CPU (a 0.6B model took
+    49 s with ``normal`` on 2 contended cores). It is meant for checks of shape, memory and
+    speed, where the values of random weights do not matter. ``token_ids``: pad/bos/eos ids for
+    the config (see :func:`save_random_model`).
     """
     import torch
     from transformers import AutoModelForCausalLM
 
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     config = hf_config(shape, **token_ids)
     torch.manual_seed(seed)
-    with torch.device(device):
+    if init == "normal":
+        with torch.device(device):
+            return AutoModelForCausalLM.from_config(config, dtype=_torch_dtype(dtype))
+    from transformers.initialization import no_init_weights
+
+    with torch.device(device), no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=_torch_dtype(dtype))
+    model.tie_weights()  # no_init_weights also skips the tying of a tied head
+    generator = torch.Generator(device=device).manual_seed(seed)
+    pool = torch.empty(_POOL_SIZE, dtype=_torch_dtype(dtype), device=device).normal_(
+        0.0, config.initializer_range, generator=generator)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.fill_(1.0)  # RMSNorm weights (these shapes have no biases)
+                continue
+            flat, done = param.view(-1), 0
+            while done < flat.numel():
+                start = int(torch.randint(0, _POOL_SIZE, (1,), generator=generator, device=device))
+                n = min(flat.numel() - done, _POOL_SIZE - start)
+                flat[done:done + n].copy_(pool[start:start + n])
+                done += n
     return model
 
 
@@ -352,7 +386,7 @@ def build_tokenizer(shape_family: str = "qwen3", texts: Sequence[str] = (), *, s
 
 def save_random_model(shape: dict | str, out_dir: str | Path, *, dtype="bfloat16", device="cpu", seed: int = 0,
                       texts: Sequence[str] = (), tokenizer_size: int | None = None,
-                      overrides: dict | None = None) -> Path:
+                      overrides: dict | None = None, init: str = "normal") -> Path:
     """Build a random-weight model of ``shape`` and a tokenizer, save both to ``out_dir``
     (atomically) as a local Hugging Face model directory; return ``out_dir``.
 
@@ -361,8 +395,9 @@ def save_random_model(shape: dict | str, out_dir: str | Path, *, dtype="bfloat16
     ``vocab_size`` (the rows past the tokenizer are padding, as in Qwen3), and its config's
     pad/bos/eos ids are the tokenizer's. ``dtype`` is also the dtype of the saved safetensors
     (``load_model_and_tokenizer`` casts to its own dtype when loading). ``overrides`` change
-    config values (e.g. ``num_hidden_layers``) for cheaper variants; ``polydag_shape.json``
-    records the shape name and the overrides.
+    config values (e.g. ``num_hidden_layers``) for cheaper variants; ``init`` is
+    :func:`build_random_model`'s; ``polydag_shape.json`` records the shape name, the overrides
+    and the init.
     """
     from polydag.core.ops.atomic_dir import atomic_output_dir
 
@@ -377,12 +412,12 @@ def save_random_model(shape: dict | str, out_dir: str | Path, *, dtype="bfloat16
                          f"{values['vocab_size']}")
     ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.pad_token_id)
-    model = build_random_model(values, dtype=dtype, device=device, seed=seed, **ids)
+    model = build_random_model(values, dtype=dtype, device=device, seed=seed, init=init, **ids)
     model.generation_config.pad_token_id = ids["pad_token_id"]
     model.generation_config.eos_token_id = ids["eos_token_id"]
     model.generation_config.bos_token_id = ids["bos_token_id"]
     info = {"shape": name, "overrides": overrides or {}, "family": shape_family, "dtype": str(dtype),
-            "seed": seed, "tokenizer_tokens": len(tokenizer), "model_vocab_size": values["vocab_size"],
+            "seed": seed, "init": init, "tokenizer_tokens": len(tokenizer), "model_vocab_size": values["vocab_size"],
             "n_params": sum(p.numel() for p in model.parameters()), "weights": "random (not trained)"}
     with atomic_output_dir(out_dir) as tmp:
         model.save_pretrained(str(tmp))
