@@ -331,6 +331,9 @@ def cmd_doctor(args) -> int:
         n_lambdas=n_lambdas,
         runs=True,
     )
+    if args.memory_estimate:
+        results.append(doctor.check_memory_estimate(args.memory_estimate, experiment=args.experiment,
+                                                    dtype=args.dtype))
     print(doctor.results_as_json(results) if args.json else doctor.format_results(results))
     return 1 if any(r.status == doctor.FAIL for r in results) else 0
 
@@ -465,6 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--no-estimate", action="store_true", help="skip the sweep estimate")
     doctor.add_argument("--lambdas", type=_positive_int, default=None,
                         help="λ values in the sweep (default: the registered λ partitions)")
+    doctor.add_argument("--memory-estimate", metavar="SHAPE", default=None,
+                        help="estimate one training step's peak memory for a model shape (qwen3-8b, qwen3-0.6b, "
+                        "llama-3.2-1b)")
+    doctor.add_argument("--experiment", default=None, help="with --memory-estimate: the training settings of "
+                        "this experiment YAML (default: the training defaults)")
+    doctor.add_argument("--dtype", default=None, help="with --memory-estimate: bf16, fp16, fp32 or nf4 (default: "
+                        "nf4 with load_in_4bit, else bf16)")
     doctor.add_argument("--json", action="store_true", help="print the results as JSON")
     doctor.set_defaults(func=cmd_doctor)
 

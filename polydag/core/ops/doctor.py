@@ -510,3 +510,55 @@ def format_results(results: Sequence[CheckResult]) -> str:
 
 def results_as_json(results: Sequence[CheckResult]) -> str:
     return json.dumps([r.__dict__ for r in results], indent=2, default=str)
+
+
+# -- peak training memory ---------------------------------------------------------------------
+
+def check_memory_estimate(shape: str, *, experiment: str | Path | None = None, dtype: str | None = None,
+                          train_values: dict | None = None, gpu_gib: float | None = None) -> CheckResult:
+    """The estimated peak memory of one training step of ``shape`` (a name of
+    :mod:`polydag.core.ops.shapes`) with the training config of ``experiment`` (a researchers'
+    YAML) or ``train_values`` (``lora_checkpoints`` config fields), else the defaults; against
+    ``gpu_gib`` (default: the smallest GPU here) when there is one. The estimate's CPU check
+    against a measured Qwen3-0.6B-shape training is ``polydag_tests/ops/test_qwen3_shape.py``."""
+    from polydag.core.ops import memory
+    from polydag.core.polychromic.config import PolychromicTrainConfig
+
+    values = dict(train_values or {})
+    key = None
+    if experiment is not None:
+        import yaml
+
+        document = yaml.safe_load(Path(experiment).read_text(encoding="utf-8-sig")) or {}
+        if "ops" in document:  # already run config (config/experiments/*.yaml)
+            train = ((document["ops"].get("lora_checkpoints") or {}).get("config") or {})
+        else:  # the researchers' experiment vocabulary
+            from polydag.core.polychromic.experiment import load_experiment
+
+            exp = load_experiment(experiment)
+            train, key = exp.run_config["ops"]["lora_checkpoints"]["config"], exp.partition_key
+        values = {**train, **values}
+    cfg = PolychromicTrainConfig.for_partition(key, values) if key else PolychromicTrainConfig.from_dict(values)
+    est = memory.estimate_for_config(shape, cfg, dtype=dtype)
+    s = est.settings
+    detail = (f"{est.shape} {est.dtype}, λ={cfg.diversity_weight}, micro-batch {s['batch_size']}×{s['max_length']}, "
+              f"gradient checkpointing {'on' if s['gradient_checkpointing'] else 'off'}, {s['n_generations']} "
+              f"samples × {s['max_examples_for_diversity']} prompts: {est.describe()}")
+    data = {"estimate": est.as_dict()}
+    if gpu_gib is None:
+        from polydag.core.ops.devices import gpu_memory
+
+        gpus = gpu_memory()
+        gpu_gib = min(g.total_mib for g in gpus) / 1024 if isinstance(gpus, list) and gpus else None
+    if gpu_gib is None:
+        return CheckResult("memory estimate", OK, detail + "; no GPU here to compare with", data=data)
+    fit = memory.fits(est, gpu_gib)
+    data["fit"] = {"required_gib": fit.required_bytes / memory.GIB, "gpu_gib": gpu_gib, "fits": fit.fits}
+    detail += (f"; with fragmentation and the CUDA context {fit.required_bytes / memory.GIB:.1f} of "
+               f"{gpu_gib:.0f} GiB")
+    if not fit.fits:
+        return CheckResult("memory estimate", FAIL, detail, fix="turn on gradient_checkpointing, lower "
+                           "per_device_train_batch_size (raise gradient_accumulation_steps to keep the batch), "
+                           "max_length or n_generations, or set load_in_4bit", data=data)
+    return CheckResult("memory estimate", WARN if fit.tight else OK, detail + (" (tight)" if fit.tight else ""),
+                       data=data)
