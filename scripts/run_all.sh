@@ -20,19 +20,45 @@ lambdas=$(polydag lambdas list); seeds=$(polydag seeds list)
 first="$(sed -n '1p' <<<"$lambdas")|$(sed -n '1p' <<<"$seeds")"
 last="$(sed -n '$p' <<<"$lambdas")|$(sed -n '$p' <<<"$seeds")"
 
-stage "datasets and base models"
-dagster asset materialize -m polydag --select 'reply_pairs,base_model,problems,codi_model'
+# Two lanes: on a small CPU box every heavy step runs one torch thread (core/ops/cpu_threads.py),
+# so the independent halves of the work run side by side, one per core. The gpu pool (limit 1
+# in dagster.yaml, right for one GPU) is raised to the lane count for this script and set back
+# when it exits. POLYDAG_LANES=1 runs everything in one lane.
+lanes="${POLYDAG_LANES:-2}"
+pool_before=$(dagster instance concurrency get gpu | sed -n 's|.* / \([0-9]*\) slots.*|\1|p')
+[ "${pool_before:-0}" -ge 1 ] || pool_before=1
+trap 'dagster instance concurrency set gpu "$pool_before" >/dev/null' EXIT
+dagster instance concurrency set gpu "$lanes" >/dev/null
+side_by_side() {  # run "$1" and "$2" (shell commands) together when there are two lanes
+  if [ "$lanes" -ge 2 ]; then
+    bash -c "$1" & local a=$!
+    bash -c "$2" & local b=$!
+    local rc=0; wait "$a" || rc=$?; wait "$b" || rc=$?; return "$rc"
+  else
+    bash -c "$1" && bash -c "$2"
+  fi
+}
 
-stage "LoRA adapters and generations for λ × seed ${first}...${last}"
-dagster asset materialize -m polydag --select 'lora_checkpoints,generations' --partition-range "${first}...${last}"
+stage "datasets and base models (polychromic | step importance)"
+side_by_side "dagster asset materialize -m polydag --select 'reply_pairs,base_model'" \
+             "dagster asset materialize -m polydag --select 'problems,codi_model'"
 
-stage "metrics and everything downstream"
-dagster asset materialize -m polydag --select 'metrics*'
+# the grid's λ split in two halves, one run each (a run trains its units one after another)
+n_lambdas=$(wc -l <<<"$lambdas"); half=$(( (n_lambdas + 1) / 2 ))
+mid_lo="$(sed -n "${half}p" <<<"$lambdas")|$(sed -n '$p' <<<"$seeds")"
+mid_hi="$(sed -n "$((half + 1))p" <<<"$lambdas")|$(sed -n '1p' <<<"$seeds")"
+stage "LoRA adapters and generations for λ × seed ${first}...${last} in two runs"
+if [ "$n_lambdas" -ge 2 ] && [ "$lanes" -ge 2 ]; then
+  side_by_side "dagster asset materialize -m polydag --select 'lora_checkpoints,generations' --partition-range '${first}...${mid_lo}'" \
+               "dagster asset materialize -m polydag --select 'lora_checkpoints,generations' --partition-range '${mid_hi}...${last}'"
+else
+  dagster asset materialize -m polydag --select 'lora_checkpoints,generations' --partition-range "${first}...${last}"
+fi
+
+stage "metrics and everything downstream | step-importance sweep over ${STEP_PROBLEMS} problems"
+side_by_side "dagster asset materialize -m polydag --select 'metrics*'" \
+             "polydag sweep step-importance --max-problems '$STEP_PROBLEMS' && dagster asset materialize -m polydag --select step_importance_summary"
 polydag verdict
-
-stage "step-importance sweep over ${STEP_PROBLEMS} problems"
-polydag sweep step-importance --max-problems "$STEP_PROBLEMS"
-dagster asset materialize -m polydag --select step_importance_summary
 polydag summary step-importance
 
 stage "done: results in data/polydag.duckdb, UI: dagster dev -w workspace.yaml"
