@@ -65,13 +65,17 @@ def test_every_table_exists_with_the_sql_contract_columns(evaluated):
     # one seed: never "main conference", and the reason is in the table
     verdict = pipe.sql("SELECT n_seeds, seed_consistency_assessed, main_conference_met FROM verdict")
     assert verdict.rows() == [(1, False, False)]
-    # this data has no reply intents: distinct_k comes from the embedding partition, coverage
-    # and the validity correlations are null, and say why
+    # the shipped data carries ground truth: the verifier labels every sample, distinct_k counts
+    # intents, coverage is a share of the admitted intents, and the validity correlations exist
     metrics = pipe.sql("SELECT distinct_k, distinct_k_source, coverage FROM metrics")
-    assert set(metrics["distinct_k_source"]) == {"embedding"} and metrics["coverage"].null_count() == metrics.height
-    assert (metrics["distinct_k"] >= 0).all()
+    assert set(metrics["distinct_k_source"]) == {"intent"} and metrics["coverage"].null_count() == 0
+    assert ((metrics["coverage"] >= 0) & (metrics["coverage"] <= 1)).all() and (metrics["distinct_k"] >= 0).all()
+    # (the tiny test model may give every prompt the same distinct_k: then no rank
+    # correlation exists, and each row says why instead of reporting a number)
     validity = pipe.sql("SELECT spearman_rho, note FROM metric_validity")
-    assert validity["spearman_rho"].null_count() == validity.height and validity["note"][0].startswith("no ground truth")
+    assert validity.height == 5
+    for rho, note in validity.iter_rows():
+        assert (rho is not None and -1 <= rho <= 1) or "constant" in note or "fewer than 3" in note, note
 
 
 def test_stored_metrics_recompute_by_hand_from_generations(evaluated):

@@ -190,22 +190,23 @@ def test_two_processes_train_one_partition_in_one_dagster_run(trained):
 
 # last in the module: it leaves a second seed's row and log behind
 def test_two_seeds_of_one_lambda_coexist(trained):
-    """Seed 1 of λ = 1 trains next to seed 0: its own adapter directory, row and log; seed 0's
-    adapter, row and log are untouched."""
+    """Seed 1 of λ = 0 trains next to seed 0: its own adapter directory, row and log; seed 0's
+    adapter, row and log are untouched. (λ = 0: the tiny model's 3 samples of seed 1 come out
+    identical at λ = 1, whose gate then rightly refuses an adapter without diversity gradient.)"""
     pipe, _, _ = trained
-    before = pipe.sql("SELECT * FROM lora_checkpoints WHERE lambda_key = '1.0' AND seed_key = '0'")
+    before = pipe.sql("SELECT * FROM lora_checkpoints WHERE lambda_key = '0.0' AND seed_key = '0'")
     log_before = pipe.sql("SELECT * EXCLUDE (logged_at) FROM training_log WHERE seed_key = '0' ORDER BY seq")
     add_sweep(pipe.instance, [], ["1"])
     try:
-        assert pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA}, partition_key="1.0|1").success
-        rows = pipe.sql("SELECT * FROM lora_checkpoints WHERE lambda_key = '1.0' ORDER BY seed_key")
+        assert pipe.run(["lora_checkpoints"], {"lora_checkpoints": TINY_LORA}, partition_key="0.0|1").success
+        rows = pipe.sql("SELECT * FROM lora_checkpoints WHERE lambda_key = '0.0' ORDER BY seed_key")
         assert rows["seed_key"].to_list() == ["0", "1"] and rows["seed"].to_list() == [0, 1]
         assert rows.filter(rows["seed_key"] == "0").equals(before)
         assert rows["adapter_dir"].n_unique() == 2 and "/seed-1/" in rows["adapter_dir"][1]
         assert rows["adapter_sha256"].n_unique() == 2  # another seed, another adapter
         assert pipe.sql("SELECT * EXCLUDE (logged_at) FROM training_log WHERE seed_key = '0' "
                         "ORDER BY seq").equals(log_before)
-        assert pipe.sql("SELECT count(*) FROM training_log WHERE lambda_key = '1.0' AND seed_key = '1' "
+        assert pipe.sql("SELECT count(*) FROM training_log WHERE lambda_key = '0.0' AND seed_key = '1' "
                         "AND committed").item() == TINY_LORA["max_steps"]
     finally:
         pipe.instance.delete_dynamic_partition("seed", "1")

@@ -91,7 +91,8 @@ def test_identical_rematerialization_marks_nothing_stale(built):
 def test_a_code_version_change_marks_exactly_that_asset_and_its_descendants(built, tmp_path):
     pipe, _, _ = built
     bumped = build_defs(pipe.data_dir).map_asset_specs(
-        func=lambda spec: spec.replace_attributes(code_version="2") if spec.key == AssetKey("metrics") else spec)
+        func=lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}-bumped")
+        if spec.key == AssetKey("metrics") else spec)
     status = _status(pipe.instance, bumped)
     assert {name for (name, _), s in status.items() if s == StaleStatus.STALE} == {"metrics"}
     assert _needs_rebuild(bumped, status) & set(POLYCHROMIC) == _descendants(bumped, "metrics", include_self=True)
@@ -105,7 +106,9 @@ def test_a_changed_data_file_marks_exactly_its_descendants(built):
     assert pipe.run(["reply_pairs"], config).success
     status = _status(pipe.instance, pipe.defs)
     stale = {key for key, s in status.items() if s == StaleStatus.STALE}
-    # the direct readers of reply_pairs, every λ × seed partition of them
-    assert stale == {("base_model", None), *[(a, k) for a in ("lora_checkpoints", "generations") for k in SWEEP_KEYS]}
+    # the direct readers of reply_pairs (metrics reads the prompts' admitted intents), every
+    # λ × seed partition of them
+    assert stale == {("base_model", None), ("metrics", None),
+                     *[(a, k) for a in ("lora_checkpoints", "generations") for k in SWEEP_KEYS]}
     assert _needs_rebuild(pipe.defs, status) & set(POLYCHROMIC) == _descendants(pipe.defs, "reply_pairs",
                                                                                 include_self=False)
