@@ -84,6 +84,15 @@ def _instance():
     return DagsterInstance.get()
 
 
+def _add_partitions(instance, name: str, label: str, existing: list[str], keys: list[str]) -> int:
+    """Register the canonical ``keys`` not yet in the dynamic partitions ``name``; print them all."""
+    new = [k for k in dict.fromkeys(keys) if k not in existing]
+    if new:
+        instance.add_dynamic_partitions(name, new)
+    print(f"{label} partitions: {', '.join(existing + new)} (added: {', '.join(new) or 'none'})")
+    return 0
+
+
 def cmd_lambdas(args) -> int:
     from polydag.core.polychromic.lambdas import (
         LambdaKeyError,
@@ -113,11 +122,7 @@ def cmd_lambdas(args) -> int:
         except LambdaKeyError as exc:
             print(f"polydag lambdas: {exc}", file=sys.stderr)
             return 2
-        new = [k for k in dict.fromkeys(keys) if k not in existing]
-        if new:
-            instance.add_dynamic_partitions(LAMBDA_PARTITIONS_NAME, new)
-        print(f"λ partitions: {', '.join(existing + new)} (added: {', '.join(new) or 'none'})")
-        return 0
+        return _add_partitions(instance, LAMBDA_PARTITIONS_NAME, "λ", existing, keys)
     # remove: exactly the keys given, canonical or not, so that bogus keys can be cleaned up
     unknown = [key for key in dict.fromkeys(args.values) if key not in existing]
     for key in unknown:
@@ -156,11 +161,7 @@ def cmd_seeds(args) -> int:
         except LambdaKeyError as exc:
             print(f"polydag seeds: {exc}", file=sys.stderr)
             return 2
-        new = [k for k in dict.fromkeys(keys) if k not in existing]
-        if new:
-            instance.add_dynamic_partitions(SEED_PARTITIONS_NAME, new)
-        print(f"seed partitions: {', '.join(existing + new)} (added: {', '.join(new) or 'none'})")
-        return 0
+        return _add_partitions(instance, SEED_PARTITIONS_NAME, "seed", existing, keys)
     unknown = [key for key in dict.fromkeys(args.values) if key not in existing]
     if unknown:
         print(f"polydag seeds: seed partition(s) {', '.join(map(repr, unknown))} not registered; nothing removed",
