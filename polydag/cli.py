@@ -236,7 +236,9 @@ STEP_SUMMARY_COLUMNS = ("protocol", "scheme", "mode", "site", "position", "n", "
 
 def cmd_verdict(args) -> int:
     """The verdict per λ (the headline columns; `polydag sql 'SELECT * FROM verdict'` has all)."""
+    from polydag.core.polychromic.diagnostics import diagnostics_markdown, training_diagnostics
     from polydag.core.storage.costs import total_sweep_cost
+    from polydag.core.storage.duck import read_rows
     from polydag.core.storage.sql import read_table
     from polydag.core.storage.tables import markdown_table
 
@@ -246,6 +248,8 @@ def cmd_verdict(args) -> int:
     except _read_errors() as exc:
         return _fail("verdict", exc)
     print(markdown_table(frame, [c for c in VERDICT_COLUMNS if c in frame.columns]))
+    print("\nwhat training did per λ and seed (why λ moved the samples as much as it did):")
+    print(diagnostics_markdown(training_diagnostics(read_rows(paths.duckdb_path(), "lora_checkpoints"))))
     print(f"\nsweep cost so far: ${cost['cost_usd']:.4f} ({cost['device_hours']:.3f} device-hours, "
           f"{cost['gpu_hours']:.3f} GPU-hours, {cost['n_records']} heavy materializations)")
     return 0

@@ -105,6 +105,59 @@ def test_zero_lambda_is_bit_identical_with_and_without_diversity_sampling(runs):
     assert sampled.adapter_sha256 == plain.adapter_sha256
 
 
+def test_diagnostics_say_how_much_diversity_signal_training_had(runs):
+    result, rows = runs["lam1"]
+    div_rows = [r for r in rows if r["diversity_grad_share"] is not None]
+    assert all(r["advantage_std"] is not None and r["advantage_std"] >= 0 for r in div_rows)
+    assert all(0.0 <= r["tied_prompt_share"] <= 1.0 for r in div_rows)
+    assert all(r["advantage_std"] is None for r in rows if r["diversity_grad_share"] is None)
+    stds = [r["advantage_std"] for r in div_rows]
+    assert result.mean_advantage_std == pytest.approx(sum(stds) / len(stds))
+    assert result.n_effective_diversity_steps == sum(s >= 1e-9 for s in stds)
+    assert runs["lam0"][0].n_effective_diversity_steps == 0  # λ = 0 has no diversity gradient to apply
+    assert runs["lam0"][0].mean_advantage_std is not None  # ...but the signal it would have had is logged
+    # a trained adapter has moved away from its base; the base itself is at KL 0
+    assert result.kl_to_base > 0 and runs["lam0"][0].kl_to_base > 0
+
+
+def test_kl_to_base_is_zero_for_an_untouched_adapter_and_matches_a_by_hand_kl(base_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from polydag.core.polychromic.trainer import _encode_pairs, kl_to_base
+
+    base, tokenizer = load_model_and_tokenizer(base_dir)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            task_type="CAUSAL_LM"))
+    examples = _encode_pairs(tokenizer, PAIRS[:3], 48)
+    assert kl_to_base(model, examples, 2, tokenizer.pad_token_id, "cpu") == pytest.approx(0.0, abs=1e-7)
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    got = kl_to_base(model, examples, 2, tokenizer.pad_token_id, "cpu")
+    total = count = 0.0
+    model.eval()
+    with torch.no_grad():
+        for p, r in examples:  # one row at a time, no padding
+            ids = torch.tensor([p + r])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0], -1)
+            with model.disable_adapter():
+                base_logp = torch.log_softmax(model(input_ids=ids).logits[0], -1)
+            for t in range(len(p) - 1, len(p) + len(r) - 1):
+                total += float((logp[t].exp() * (logp[t] - base_logp[t])).sum())
+                count += 1
+    assert got > 0 and got == pytest.approx(total / count, rel=1e-4)
+
+
+def test_advantage_stats_counts_prompts_without_signal():
+    from polydag.core.polychromic.trainer import advantage_stats
+
+    std, tied = advantage_stats([0.1, -0.05, -0.05, 0.0, 0.0, 0.0], 3)
+    assert tied == 0.5 and std == pytest.approx(float(torch.tensor([0.1, -0.05, -0.05, 0, 0, 0]).std(unbiased=False)))
+    with pytest.raises(ValueError, match="whole number of prompts"):
+        advantage_stats([0.1, 0.2], 3)
+
+
 def test_different_lambdas_give_different_adapters(runs):
     assert runs["lam1"][0].adapter_sha256 != runs["lam0"][0].adapter_sha256
 

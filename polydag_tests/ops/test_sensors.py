@@ -52,6 +52,7 @@ def _write_run(db, run_id, lam, scores, *, shares=None, div_loss=-0.1, nan_step=
         writer({"step": step, "quality_loss": quality, "diversity_score": score,
                 "diversity_loss": div_loss, "combined_loss": quality + div_loss,
                 "diversity_grad_share": 0.3 if shares is None else shares[i],
+                "advantage_std": 0.01, "tied_prompt_share": 0.0,
                 "learning_rate": 1e-3, "wall_time": float(step)})
     writer.flush()
 

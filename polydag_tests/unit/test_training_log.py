@@ -7,7 +7,8 @@ from polydag.core.storage.training_log import TrainingLogWriter, commit_runs, di
 
 def _row(step, **overrides):
     row = dict(step=step, quality_loss=2.0, diversity_score=None, diversity_loss=None,
-               combined_loss=2.0, diversity_grad_share=None, learning_rate=1e-3, wall_time=0.5)
+               combined_loss=2.0, diversity_grad_share=None, advantage_std=None, tied_prompt_share=None,
+               learning_rate=1e-3, wall_time=0.5)
     row.update(overrides)
     return row
 
@@ -100,3 +101,11 @@ def test_a_table_from_before_the_committed_column_keeps_its_logs(tmp_path):
     con.close()
     TrainingLogWriter(db, run_id="next", lambda_key="2.0", diversity_weight=2.0)
     assert [r[1] for r in _rows(db)] == ["old"]
+    # the old table also gains the diagnostics columns, and the next training logs into them
+    writer = TrainingLogWriter(db, run_id="next", lambda_key="1.0", diversity_weight=1.0, flush_every_s=1e9)
+    writer(_row(1, advantage_std=0.25, tied_prompt_share=0.5))
+    writer.flush()
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT advantage_std, tied_prompt_share FROM training_log WHERE run_id = 'next'"
+                       ).fetchall() == [(0.25, 0.5)]
+    con.close()

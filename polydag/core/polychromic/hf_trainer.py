@@ -179,6 +179,8 @@ class StepLogCallback(TrainerCallback):
             "diversity_loss": None if div is None else div.loss_value,
             "combined_loss": float(quality + (div.loss_value if div else 0.0)),
             "diversity_grad_share": None if record.share is None else float(record.share),
+            "advantage_std": None if div is None else div.advantage_std,
+            "tied_prompt_share": None if div is None else div.tied_prompt_share,
             "learning_rate": lr,
             "wall_time": float(time.perf_counter() - self.started),
         }

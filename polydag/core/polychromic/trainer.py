@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from polydag.core.ops.atomic_dir import atomic_output_dir
 from polydag.core.polychromic.base_model import load_model_and_tokenizer, resolve_device
 from polydag.core.polychromic.prompting import PLAIN, PromptFormat, encode_prompt, encode_reply
@@ -58,13 +60,16 @@ from polydag.core.polychromic.objective import (
 from polydag.core.evaluation.quality import QualityConfig, check_replies
 from polydag.core.polychromic.lambdas import SweepKey
 from polydag.core.polychromic.sampling import sampling_seed
+from polydag.core.storage.training_log import LOG_FIELDS
 
 _log = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 TRAINING_INFO_FILE = "polydag_training.json"
-LOG_KEYS = ("step", "quality_loss", "diversity_score", "diversity_loss", "combined_loss",
-            "diversity_grad_share", "learning_rate", "wall_time")
+LOG_KEYS = LOG_FIELDS  # one row layout: what the trainer logs is what training_log stores
+# an advantage below this in magnitude is zero up to float error (identical samples, or samples
+# all at the same distance from the others): that sample carries no diversity signal
+ZERO_ADVANTAGE = 1e-9
 
 
 class NonFiniteLossError(RuntimeError):
@@ -113,6 +118,9 @@ class TrainResult:
     final_combined_loss: float
     mean_diversity_grad_share: float | None  # mean over diversity steps; None if there was none
     n_diversity_steps: int
+    n_effective_diversity_steps: int = 0  # diversity steps with some non-zero advantage
+    mean_advantage_std: float | None = None  # mean over diversity steps of std(A_i)
+    kl_to_base: float | None = None  # mean per-token KL(adapter ‖ base) on the gate pairs' gold replies
     diversity_weight: float = 0.0
     grad_shares: list[float] = field(default_factory=list)  # one per diversity step
     base_eval_loss: float | None = None  # quality loss of the base on the gate pairs
@@ -178,6 +186,39 @@ def _eval_loss(model, examples, batch_size: int, pad_id: int, device) -> float:
     finally:
         model.train(was_training)
     return total / weight
+
+
+def kl_to_base(model, examples, batch_size: int, pad_id: int, device) -> float:
+    """Mean per-token KL(π_adapter ‖ π_base) in nats over the reply tokens of ``examples``
+    (teacher-forced on the gold replies, temperature 1, eval mode). The base is the same peft
+    model with its adapter disabled, so no second copy of the weights is loaded."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total = n_tokens = 0.0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(examples), batch_size):
+                batch = examples[start:start + batch_size]
+                width = max(len(p) + len(r) for p, r in batch)
+                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                att = torch.zeros((len(batch), width), dtype=torch.long)
+                scored = torch.zeros((len(batch), width), dtype=torch.bool)
+                for row, (p, r) in enumerate(batch):
+                    ids[row, : len(p) + len(r)] = torch.tensor(p + r)
+                    att[row, : len(p) + len(r)] = 1
+                    scored[row, len(p) - 1 : len(p) + len(r) - 1] = True  # positions predicting a reply token
+                ids, att, scored = ids.to(device), att.to(device), scored.to(device)
+                logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits.float(), dim=-1)
+                with model.disable_adapter():
+                    base_logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits.float(), dim=-1)
+                kl = (logp.exp() * (logp - base_logp)).sum(-1)
+                total += float(kl[scored].sum())
+                n_tokens += float(scored.sum())
+    finally:
+        model.train(was_training)
+    return total / max(n_tokens, 1.0)
 
 
 def _rng_devices(device: str) -> list[int]:
@@ -263,6 +304,21 @@ class _DiversityOutcome:
     score: float
     term: Any  # the diversity loss tensor (None at λ = 0: no term is formed)
     loss_value: float
+    advantage_std: float | None = None  # std of the step's advantages (None: not recorded)
+    tied_prompt_share: float | None = None  # prompts whose advantages are all zero
+
+
+def advantage_stats(advantages: Sequence[float], n_generations: int) -> tuple[float, float]:
+    """(std of all advantages, share of prompts whose ``n_generations`` advantages are all zero).
+
+    The score-function term moves the policy only through non-zero advantages: a prompt whose
+    samples are identical, or all equally far apart, teaches nothing about diversity however
+    large λ is. These two numbers say how much signal a diversity step really had."""
+    values = np.asarray(advantages, dtype=np.float64)
+    if values.size == 0 or values.size % n_generations:
+        raise ValueError(f"need a whole number of prompts × {n_generations} advantages, got {values.size}")
+    per_prompt = np.abs(values.reshape(-1, n_generations)).max(axis=1)
+    return float(values.std()), float((per_prompt < ZERO_ADVANTAGE).mean())
 
 
 class _DiversityContext:
@@ -302,8 +358,9 @@ class _DiversityContext:
                     dist, rewards[k * n:(k + 1) * n], set_size=cfg.polychromic_set_size,
                     n_sets=cfg.polychromic_n_sets, seed=step_seed + k).tolist())
         score = float(sum(scores) / len(scores))
-        if self.lam == 0.0:
-            return _DiversityOutcome(score, None, 0.0)  # −0 · (...) is identically zero: no gradient
+        adv_std, tied = advantage_stats(advantages, n)
+        if self.lam == 0.0:  # −0 · (...) is identically zero: no gradient (the statistics say what it would have had)
+            return _DiversityOutcome(score, None, 0.0, adv_std, tied)
 
         def logprobs():
             return sequence_logprobs(model, prompt_ids, sample_ids, n, cfg.temperature,
@@ -324,7 +381,7 @@ class _DiversityContext:
         loss_value = float(term.detach())
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(step, quality_value, loss_value)
-        return _DiversityOutcome(score, term, loss_value)
+        return _DiversityOutcome(score, term, loss_value, adv_std, tied)
 
 
 def _quantization(cfg: PolychromicTrainConfig, device: str):
@@ -563,6 +620,7 @@ def train_lora_adapter(
     trainer.remove_callback(PrinterCallback)  # the progress bar and the run log report instead
     earlier = _logged_rows(resume.path) if resume else []  # the steps a resumed run already took
     grad_shares = [r["diversity_grad_share"] for r in earlier if r.get("diversity_grad_share") is not None]
+    adv_stds = [r["advantage_std"] for r in earlier if r.get("advantage_std") is not None]
     last: dict[str, Any] = dict(earlier[-1]) if earlier else {}
     last_div: list = [_logged_diversity(earlier)]
     total_steps = args.max_steps if args.max_steps > 0 else None
@@ -574,6 +632,8 @@ def train_lora_adapter(
             if row["diversity_grad_share"] is not None:
                 grad_shares.append(row["diversity_grad_share"])
                 last_div[0] = div
+            if row["advantage_std"] is not None:
+                adv_stds.append(row["advantage_std"])
             bar.update(1, quality=row["quality_loss"], diversity=row["diversity_score"],
                        share=grad_shares[-1] if grad_shares else None)
 
@@ -594,6 +654,7 @@ def train_lora_adapter(
                 scratch.cleanup()
     steps = resume.step if resume and resume.is_final else trainer.state.global_step
     eval_loss = _eval_loss(model, gate_examples, cfg.per_device_eval_batch_size, tokenizer.pad_token_id, device)
+    moved = kl_to_base(model, gate_examples, cfg.per_device_eval_batch_size, tokenizer.pad_token_id, device)
     div = last_div[0]
     result = TrainResult(
         adapter_dir=str(Path(out_dir).resolve()),
@@ -608,6 +669,10 @@ def train_lora_adapter(
         final_combined_loss=float(last["combined_loss"]),
         mean_diversity_grad_share=(sum(grad_shares) / len(grad_shares)) if grad_shares else None,
         n_diversity_steps=len(grad_shares),
+        n_effective_diversity_steps=sum(a >= ZERO_ADVANTAGE for a in adv_stds)
+        if cfg.diversity_weight != 0 else 0,
+        mean_advantage_std=(sum(adv_stds) / len(adv_stds)) if adv_stds else None,
+        kl_to_base=moved,
         diversity_weight=cfg.diversity_weight,
         grad_shares=grad_shares,
         base_eval_loss=base_eval_loss,

@@ -61,6 +61,11 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "final_combined_loss": "quality loss + diversity loss at the last step",
         "mean_diversity_grad_share": "mean over diversity steps of ‖g_div‖ / (‖g_quality‖ + ‖g_div‖)",
         "n_diversity_steps": "steps that sampled replies and formed the diversity term",
+        "n_effective_diversity_steps": "diversity steps whose advantages were not all zero (they can move the "
+                                       "policy toward diversity)",
+        "mean_advantage_std": "mean over diversity steps of the advantages' standard deviation",
+        "kl_to_base": "mean per-token KL(adapter ‖ base) in nats on the gold replies of the gate pairs: how far "
+                      "training moved the policy",
         "grad_shares": "diversity_grad_share of each diversity step",
         "base_model_path": "base model the adapter was trained from",
         "base_model_sha256": "weights_sha256 of that base model",
@@ -82,6 +87,10 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "diversity_loss": "diversity surrogate loss −λ·mean(A_i·ℓ_i) (diversity steps only)",
         "combined_loss": "quality_loss + diversity_loss",
         "diversity_grad_share": "‖g_div‖ / (‖g_quality‖ + ‖g_div‖) of this step",
+        "advantage_std": "standard deviation of the step's per-sample diversity advantages A_i (the "
+                         "score-function signal; 0: every sample got the same advantage, no diversity gradient)",
+        "tied_prompt_share": "share of the step's prompts whose sampled replies all got advantage 0 (e.g. all "
+                             "identical): they carry no diversity signal",
         "learning_rate": "learning rate of the step",
         "wall_time": "seconds since training started",
         "logged_at": "when the row was written",

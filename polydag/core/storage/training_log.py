@@ -33,9 +33,13 @@ LOG_FIELDS = (
     "diversity_loss",
     "combined_loss",
     "diversity_grad_share",
+    "advantage_std",
+    "tied_prompt_share",
     "learning_rate",
     "wall_time",
 )
+# columns added after the first release: (name, DDL), added to an older table on first use
+_ADDED_COLUMNS = (("advantage_std", "DOUBLE"), ("tied_prompt_share", "DOUBLE"))
 _DDL = f"""
 CREATE SEQUENCE IF NOT EXISTS {TABLE}_seq;
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -50,6 +54,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     diversity_loss DOUBLE,
     combined_loss DOUBLE,
     diversity_grad_share DOUBLE,
+    advantage_std DOUBLE,
+    tied_prompt_share DOUBLE,
     learning_rate DOUBLE,
     wall_time DOUBLE,
     logged_at TIMESTAMP DEFAULT current_timestamp,
@@ -73,6 +79,9 @@ def _ensure_table(con) -> None:
     if "seed_key" not in columns:
         # a table from before seed partitions: every training in it was seed 0's
         con.execute(f"ALTER TABLE {TABLE} ADD COLUMN seed_key VARCHAR DEFAULT '0'")
+    for name, ddl in _ADDED_COLUMNS:
+        if name not in columns:
+            con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {ddl}")
 
 
 def _unit(key) -> SweepKey:

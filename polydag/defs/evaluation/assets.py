@@ -245,7 +245,9 @@ def verdict(
     change is consistent across seeds (main conference needs it), and the dose-response trend."""
     from polydag.core.evaluation.metrics import plot_comparison, verdict as build_verdict, verdict_markdown
     from polydag.core.evaluation.metrics.verdict import trend_markdown, with_trend
+    from polydag.core.polychromic.diagnostics import diagnostics_markdown, training_diagnostics
     from polydag.core.storage.costs import total_sweep_cost
+    from polydag.core.storage.duck import read_rows
 
     thresholds = config.spec()
     table = with_trend(build_verdict(comparison, thresholds), dose_response, thresholds)
@@ -259,6 +261,10 @@ def verdict(
         "sweep_cost_by_asset": MetadataValue.json(to_jsonable(cost["by_asset"])),
         "verdict": MetadataValue.md(verdict_markdown(table, thresholds)),
         "trend": MetadataValue.md(trend_markdown(dose_response, thresholds)),
+        # a null result comes with its reasons: how far training moved each adapter, and how
+        # much of that the diversity term drove (polydag.core.polychromic.diagnostics)
+        "training_diagnostics": MetadataValue.md(diagnostics_markdown(
+            training_diagnostics(read_rows(storage.duckdb_path, "lora_checkpoints")))),
         "plot": _png_markdown(plot_path, "λ against each metric"),
         "plot_path": MetadataValue.path(str(plot_path)),
     })

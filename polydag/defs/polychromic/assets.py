@@ -183,6 +183,9 @@ _METADATA_FIELDS = (
     "final_diversity_score",
     "final_combined_loss",
     "mean_diversity_grad_share",
+    "n_effective_diversity_steps",
+    "mean_advantage_std",
+    "kl_to_base",
 )
 
 
