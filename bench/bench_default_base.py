@@ -91,7 +91,7 @@ def judge(prompts, texts: list[list[str]]) -> dict:
     }
 
 
-def measure(overrides: dict, *, logger, base_only: bool = False) -> dict:
+def measure(overrides: dict, *, logger, base_only: bool = False, data: Path = REPO / "data" / "reply_pairs.jsonl") -> dict:
     import torch
 
     from polydag.core.evaluation.config import GenerationConfig
@@ -104,14 +104,16 @@ def measure(overrides: dict, *, logger, base_only: bool = False) -> dict:
     from polydag.core.polychromic.trainer import train_lora_adapter
 
     threads = configure_torch_threads()
-    pairs, _ = load_and_split(REPO / "data" / "reply_pairs.jsonl", ReplyPairsConfig())
+    pairs, _ = load_and_split(data, ReplyPairsConfig())
     train = pairs.filter(pairs["split"] == "train")
     train_pairs = list(zip(train["prompt"].to_list(), train["reply"].to_list()))
     prompts = evaluation_prompts(pairs)
     base_cfg = BaseModelConfig(**overrides)
     train_cfg = PolychromicTrainConfig()
     gen_cfg = GenerationConfig()
-    out = {"overrides": overrides, "base_config": asdict(base_cfg), "torch_threads": threads}
+    out = {"overrides": overrides, "base_config": asdict(base_cfg), "torch_threads": threads,
+           "data": str(data.relative_to(REPO)) if data.is_relative_to(REPO) else str(data),
+           "n_train_pairs": len(train_pairs), "n_train_prompts": train["prompt"].n_unique()}
     with tempfile.TemporaryDirectory(prefix="bench-default-base-") as tmp:
         info = build_default_base_model(train_pairs, Path(tmp) / "base", base_cfg, logger=logger)
         out.update(n_params=info.n_params, pretrain_s=round(info.wall_s, 1),
@@ -149,11 +151,13 @@ def main() -> None:
     parser.add_argument("overrides", help="JSON object of BaseModelConfig fields to change")
     parser.add_argument("--label", required=True)
     parser.add_argument("--base-only", action="store_true", help="skip the λ = 0 adapter: judge the base's samples only")
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "reply_pairs.jsonl",
+                        help="reply-pair JSONL with ground truth (default: the shipped data)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logger = logging.getLogger("bench_default_base")
     load_start = os.getloadavg()  # the machine is shared: the seconds below depend on it
-    row = measure(json.loads(args.overrides), logger=logger, base_only=args.base_only)
+    row = measure(json.loads(args.overrides), logger=logger, base_only=args.base_only, data=args.data.resolve())
     row["machine"] = machine_info()
     row["loadavg_1m_start_end"] = [round(load_start[0], 2), round(os.getloadavg()[0], 2)]
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}

@@ -12,7 +12,9 @@ ground-truth verifier parses replies with; this script only draws from it.
 
 How a prompt and its gold replies are drawn:
 
-- A topic (coffee, running, coding, ... 20 of them, 30 distinct prompts each) and a prompt
+- A topic (coffee, running, coding, ... 20 of them, 60 distinct prompts each:
+  with 30 the built-in base saw too few prompts per topic to tell topics apart in unseen tweets,
+  bench/results/default_base.json) and a prompt
   template fill a tweet with that topic's words. The template decides which reply intents the
   tweet admits (five of agree, joke, hype, ask, cheer, advise, story, disagree; e.g. "Need
   recommendations" admits advise/ask/story/agree/disagree, "Quick poll" agree/disagree/ask/
@@ -20,10 +22,10 @@ How a prompt and its gold replies are drawn:
 - Each prompt gets 4-6 distinct gold replies. Each reply's intent is drawn, with replacement,
   from the prompt's admitted intents with Zipf weights ``1 / rank**ZIPF_EXPONENT`` (rank: the
   intent's place in ``reply_grammar.INTENTS``, agreement and jokes first, disagreement last).
-  So, as among real replies, a few intents dominate the data (agree 32%, joke 23%,
+  So, as among real replies, a few intents dominate the data (agree 34%, joke 23%,
   disagree 3% of the shipped pairs), and a model trained by cross-entropy learns to over-produce them: the mode
   collapse a diversity objective should undo. With Zipf weights, 10 draws from a prompt's own
-  intent distribution cover on average ~77% of its admitted intents.
+  intent distribution cover on average ~78% of its admitted intents.
 - The reply template of that intent is filled with the prompt's own topic words (30% of the
   time a sibling word of the same topic), so every gold reply is valid for its prompt: an
   admitted intent, on the prompt's topic. Replies are 4-25 words.
@@ -52,7 +54,7 @@ from polydag.core.polychromic.reply_grammar import (  # noqa: E402
 )
 
 SEED = 20251026
-PROMPTS_PER_TOPIC = 30
+PROMPTS_PER_TOPIC = 60
 MIN_REPLIES, MAX_REPLIES = 4, 6
 ZIPF_EXPONENT = 1.0  # the classic Zipf law: the intent of rank r is drawn with weight 1 / r
 SIBLING_WORD_RATE = 0.3  # how often a reply swaps the prompt's thing/doing for another of its topic

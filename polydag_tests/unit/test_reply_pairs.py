@@ -177,10 +177,10 @@ def test_find_prompt_leakage_catches_crafted_rows():
 
 def test_shipped_dataset_is_valid_and_reproducible():
     frame, skipped = load_reply_pairs(SHIPPED)
-    assert skipped == 0 and 2000 <= frame.height <= 5000
-    assert SHIPPED.stat().st_size < 1_000_000
+    assert skipped == 0 and 5000 <= frame.height <= 7000
+    assert SHIPPED.stat().st_size < 2_000_000
     per_prompt = frame.group_by("prompt").len()
-    assert 500 <= per_prompt.height <= 700 and per_prompt["len"].min() >= 4
+    assert 1100 <= per_prompt.height <= 1300 and per_prompt["len"].min() >= 4
     assert find_exact_duplicates(frame).is_empty() and find_empty_texts(frame).is_empty()
     words = frame["reply"].str.split(" ").list.len()
     assert words.min() >= 4 and words.max() <= 25
