@@ -316,3 +316,37 @@ def test_train_default_model_writes_a_loadable_codi_checkpoint(tmp_path):
     assert set(researchers["site"].unique()) - {"none"} == {"layer:1"}   # 2 layers: the middle one
     assert rows.filter(pl.col("scheme") == "null")["answer_text"].to_list() == \
         rows.filter(pl.col("scheme") == "baseline")["answer_text"].to_list()
+    # chunk_size 0 (sized to free GPU memory) is 32 problems on a CPU: the same rows
+    auto = api.run_step_importance(api.info_as_row(row), problems.head(2),
+                                   StepImportanceConfig(compat_researchers=True, device="cpu", max_new_tokens=4,
+                                                        chunk_size=0), all_problems=problems)
+    assert auto.equals(rows)
+
+
+def test_auto_chunk_size_reads_the_models_shape(codi_checkpoint, tokenizer):
+    """On CUDA, chunk_size 0 sizes chunks from the model's own config and the free bytes."""
+    from polydag.core.step_importance import api
+    from polydag.core.step_importance.chunking import chunk_memory, chunk_size_for_memory
+    from polydag.core.step_importance.config import AblationSpec
+    from polydag.core.step_importance.inference import encode_gold_reply, encode_question
+    from polydag.core.step_importance.problems import load_problems
+
+    _, ckpt, base = codi_checkpoint
+    model = load(ckpt, base)
+    problems = load_problems(REPO_DATA).head(6)
+    spec = AblationSpec(max_new_tokens=16)
+    c = model.causal_lm.config
+    memory = chunk_memory(n_layers=c.num_hidden_layers, n_kv_heads=c.num_key_value_heads,
+                          head_dim=c.hidden_size // c.num_attention_heads, hidden_size=c.hidden_size,
+                          vocab_size=model.vocab_size, dtype_bytes=4,
+                          question_tokens=max(len(encode_question(tokenizer, q)) for q in problems["question"]) + 1,
+                          num_latent=model.num_latent, max_new_tokens=16,
+                          gold_tokens=max(len(encode_gold_reply(tokenizer, a)) for a in problems["answer"]),
+                          with_metrics=True)
+    n_variants = len(spec.variants(spec.protocol(model)))
+    free = 3 * memory.problem_bytes(n_variants)  # half of it holds one problem and a half
+    assert api.auto_chunk_size(model, tokenizer, problems, spec, torch.float32, free) == 1
+    free = 100 * memory.problem_bytes(n_variants)
+    assert api.auto_chunk_size(model, tokenizer, problems, spec, torch.float32, free) == \
+        chunk_size_for_memory(free, memory, n_variants, n_problems=problems.height)
+    assert api.auto_chunk_size(model, tokenizer, problems, spec, torch.float32, None) == 32

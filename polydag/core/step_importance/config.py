@@ -189,7 +189,9 @@ class StepImportanceConfig:
                                   "rows stop at EOS).")
     with_metrics: bool = setting(True, help="Compute gold_logprob and kl_to_baseline (one extra "
                                  "teacher-forced block per chunk).")
-    chunk_size: int = setting(32, help="Problems per batched forward (each with all its variants).")
+    chunk_size: int = setting(32, help="Problems per batched forward (each with all its variants). 0: on CUDA as "
+                              "many as fit half of the GPU's free memory (an upper bound of the cache, logits "
+                              "and gold log-probs per problem; core/step_importance/chunking.py), 32 on a CPU.")
     device: str = setting("auto", help="auto (cuda if available), cpu or cuda.")
     dtype: str = setting("auto", help="Weights and compute dtype of the model: float32, bfloat16, float16, "
                          "or auto (bfloat16 on CUDA, float32 on CPU). Reduced-precision answers can differ "
@@ -207,7 +209,7 @@ class StepImportanceConfig:
         for name in ("prefix_sizes", "single_positions"):
             if getattr(self, name) is not None:
                 setattr(self, name, tuple(getattr(self, name)))
-        checks = Checks(self).integer("max_new_tokens", low=1).integer("chunk_size", low=1).integer("seed")
+        checks = Checks(self).integer("max_new_tokens", low=1).integer("chunk_size", low=0).integer("seed")
         checks.choice("dtype", DTYPES).integer("reference_per_chunk", low=1).integer("reference_all_below", low=0)
         for name, allowed in (("schemes", SCHEMES), ("modes", MODES)):
             values = getattr(self, name)
