@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _flops import count_linear_flops, matmul_peak_gflops  # noqa: E402
 from _synthetic import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,10 +163,13 @@ def main() -> None:
 
     run_ablations(model, tokenizer, problems.head(args.warmup_problems), spec, chunk_size=args.chunk_size)  # warm-up
     sync()
-    t0 = time.perf_counter()
-    rows = run_ablations(model, tokenizer, problems, spec, chunk_size=args.chunk_size)
-    sync()
-    engine_s = time.perf_counter() - t0
+    peak_before = matmul_peak_gflops(dtype=dtype, device=args.device)
+    with count_linear_flops() as flops:  # the work the engine really does: shared prefixes, forks, early stops
+        t0 = time.perf_counter()
+        rows = run_ablations(model, tokenizer, problems, spec, chunk_size=args.chunk_size)
+        sync()
+        engine_s = time.perf_counter() - t0
+    peak_after = matmul_peak_gflops(dtype=dtype, device=args.device)
 
     t0 = time.perf_counter()
     naive = naive_rows(model, tokenizer, problems.head(naive_n), spec)
@@ -194,6 +198,16 @@ def main() -> None:
         "naive": {"n_problems": naive_n, "wall_s": round(naive_s, 3), "problems_per_s": round(naive_pps, 4),
                   "problems_per_hour": round(naive_pps * 3600)},
         "speedup": round(engine_pps / naive_pps, 2),
+        "compute": {
+            "engine_linear_gflop": round(flops["flops"] / 1e9, 2),
+            "engine_linear_calls": flops["calls"],
+            "engine_gflops_per_s": round(flops["flops"] / engine_s / 1e9, 2),
+            # the machine's own limit, measured before and after the engine (a shared box drifts)
+            "matmul_peak_gflops_per_s": round(max(peak_before, peak_after), 2),
+            "matmul_peak_before_after": [round(peak_before, 2), round(peak_after, 2)],
+            "share_of_matmul_peak": round(flops["flops"] / engine_s / 1e9 / max(peak_before, peak_after), 3),
+            "note": "nn.Linear work only (bench/_flops.py): attention products are ~1% at the 1B shape",
+        },
         "answers_identical": True,
         "rows_compared": len(naive),
         "baseline_accuracy": round(float(baseline["correct"].mean()), 4),
