@@ -316,7 +316,7 @@ def test_train_default_model_writes_a_loadable_codi_checkpoint(tmp_path):
     assert set(researchers["site"].unique()) - {"none"} == {"layer:1"}   # 2 layers: the middle one
     assert rows.filter(pl.col("scheme") == "null")["answer_text"].to_list() == \
         rows.filter(pl.col("scheme") == "baseline")["answer_text"].to_list()
-    # chunk_size 0 (sized to free GPU memory) is 32 problems on a CPU: the same rows
+    # chunk_size 0 (sized to the free memory) gives the same rows
     auto = api.run_step_importance(api.info_as_row(row), problems.head(2),
                                    StepImportanceConfig(compat_researchers=True, device="cpu", max_new_tokens=4,
                                                         chunk_size=0), all_problems=problems)
@@ -345,8 +345,9 @@ def test_auto_chunk_size_reads_the_models_shape(codi_checkpoint, tokenizer):
                           with_metrics=True)
     n_variants = len(spec.variants(spec.protocol(model)))
     free = 3 * memory.problem_bytes(n_variants)  # half of it holds one problem and a half
-    assert api.auto_chunk_size(model, tokenizer, problems, spec, torch.float32, free) == 1
-    free = 100 * memory.problem_bytes(n_variants)
-    assert api.auto_chunk_size(model, tokenizer, problems, spec, torch.float32, free) == \
+    assert api.auto_chunk_size(model, tokenizer, problems, spec, torch.float32, free, cap=1024) == 1
+    free = 9 * memory.problem_bytes(n_variants)  # half of it: four problems and a half
+    assert api.auto_chunk_size(model, tokenizer, problems, spec, torch.float32, free, cap=1024) == 4 == \
         chunk_size_for_memory(free, memory, n_variants, n_problems=problems.height)
-    assert api.auto_chunk_size(model, tokenizer, problems, spec, torch.float32, None) == 32
+    assert api.auto_chunk_size(model, tokenizer, problems, spec, torch.float32, free, cap=3) == 3
+    assert api.auto_chunk_size(model, tokenizer, problems, spec, torch.float32, 10**15, cap=1024) == 6  # the run

@@ -154,7 +154,7 @@ def run_step_importance(
 
     from polydag.core.polychromic.base_model import resolve_device
     from polydag.core.step_importance.ablation import run_ablations
-    from polydag.core.step_importance.chunking import free_device_memory
+    from polydag.core.step_importance.chunking import device_chunk_cap, free_device_memory
 
     cfg = cfg or StepImportanceConfig()
     log = logger or logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def run_step_importance(
         with torch.inference_mode():
             for spec in specs:
                 chunk = cfg.chunk_size or auto_chunk_size(model, tokenizer, problems, spec, dtype,
-                                                          free_device_memory(device))
+                                                          free_device_memory(device), cap=device_chunk_cap(device))
                 if not cfg.chunk_size:
                     log.info("chunk size %d problems × %d variants (sized to the device's free memory)",
                              chunk, len(spec.variants(spec.protocol(model))))
@@ -190,14 +190,13 @@ def run_step_importance(
     return pl.concat(frames)
 
 
-def auto_chunk_size(model, tokenizer, problems: pl.DataFrame, spec, dtype, free: int | None) -> int:
-    """``chunk_size = 0``: as many problems as fit ``free`` bytes of device memory
-    (:mod:`polydag.core.step_importance.chunking`); 32 when there is none to size against (CPU)."""
-    from polydag.core.step_importance.chunking import DEFAULT_CPU_CHUNK, chunk_memory, chunk_size_for_memory
+def auto_chunk_size(model, tokenizer, problems: pl.DataFrame, spec, dtype, free: int, *,
+                    cap: int) -> int:
+    """``chunk_size = 0``: as many problems as fit half of ``free`` bytes of device memory, at
+    most ``cap`` (:mod:`polydag.core.step_importance.chunking`)."""
+    from polydag.core.step_importance.chunking import chunk_memory, chunk_size_for_memory
     from polydag.core.step_importance.inference import encode_gold_reply, encode_question
 
-    if free is None:
-        return DEFAULT_CPU_CHUNK
     config = model.causal_lm.config
     n_heads = int(config.num_attention_heads)
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // n_heads)
@@ -209,7 +208,8 @@ def auto_chunk_size(model, tokenizer, problems: pl.DataFrame, spec, dtype, free:
         num_latent=int(model.num_latent), max_new_tokens=spec.max_new_tokens,
         gold_tokens=max(len(encode_gold_reply(tokenizer, a)) for a in problems["answer"].to_list()),
         with_metrics=spec.with_metrics)
-    return chunk_size_for_memory(free, memory, len(spec.variants(spec.protocol(model))), n_problems=problems.height)
+    return chunk_size_for_memory(free, memory, len(spec.variants(spec.protocol(model))), n_problems=problems.height,
+                                 cap=cap)
 
 
 def torch_dtype_bytes(dtype) -> int:
@@ -224,11 +224,11 @@ def reference_sample(problems: pl.DataFrame, cfg: StepImportanceConfig) -> list[
     sizes and seed."""
     from polydag.core.step_importance.audit import seeded_sample
 
-    from polydag.core.step_importance.chunking import DEFAULT_CPU_CHUNK
+    from polydag.core.step_importance.chunking import REFERENCE_BLOCK
 
     # per chunk of the configured size; an auto-sized run samples per 32 problems, so the gate's
     # coverage does not depend on how much memory a GPU happens to have free
-    return seeded_sample(problems["problem_id"].to_list(), chunk_size=cfg.chunk_size or DEFAULT_CPU_CHUNK,
+    return seeded_sample(problems["problem_id"].to_list(), chunk_size=cfg.chunk_size or REFERENCE_BLOCK,
                          per_chunk=cfg.reference_per_chunk, all_below=cfg.reference_all_below, seed=cfg.seed)
 
 

@@ -189,9 +189,10 @@ class StepImportanceConfig:
                                   "rows stop at EOS).")
     with_metrics: bool = setting(True, help="Compute gold_logprob and kl_to_baseline (one extra "
                                  "teacher-forced block per chunk).")
-    chunk_size: int = setting(32, help="Problems per batched forward (each with all its variants). 0: on CUDA as "
-                              "many as fit half of the GPU's free memory (an upper bound of the cache, logits "
-                              "and gold log-probs per problem; core/step_importance/chunking.py), 32 on a CPU.")
+    chunk_size: int = setting(32, help="Problems per batched forward (each with all its variants). 0: as many as "
+                              "fit half of the device's free memory (the GPU's on CUDA, the system's available "
+                              "memory on a CPU; an upper bound of the caches, logits and gold log-probs per "
+                              "problem, core/step_importance/chunking.py), at most 1024 on CUDA and 96 on a CPU.")
     device: str = setting("auto", help="auto (cuda if available), cpu or cuda.")
     dtype: str = setting("auto", help="Weights and compute dtype of the model: float32, bfloat16, float16, "
                          "or auto (bfloat16 on CUDA, float32 on CPU). Reduced-precision answers can differ "
