@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -151,6 +152,7 @@ def main() -> None:
         else:
             args.shape = "tiny"
 
+    load_start = os.getloadavg()[0]
     dtype = getattr(torch, args.dtype)
     problems = load_problems(PROBLEMS).head(args.n_problems)
     model, tokenizer, model_info = load_bench_model(args, load_problems(PROBLEMS), args.device, dtype)
@@ -213,6 +215,7 @@ def main() -> None:
         "baseline_accuracy": round(float(baseline["correct"].mean()), 4),
         "mean_answer_tokens": round(float(rows["n_answer_tokens"].mean()), 2),
         "machine": machine_info(),
+        "loadavg_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],  # a shared box
         "torch": torch.__version__,
     }
     if args.device.startswith("cuda"):

@@ -12,7 +12,7 @@ holds on the device, per the engine (:mod:`polydag.core.step_importance.inferenc
 :func:`chunk_size_for_memory` divides a share of the free memory by that upper bound (it
 assumes every row decodes to the end, and leaves the rest of the memory to activations and the
 allocator's fragmentation). On a CPU the same bound is taken against the memory the system
-has available, and capped lower: past ~100 problems a chunk gains nothing on a CPU (the
+has available, and capped lower: past ~64 problems a chunk gains nothing on a CPU (the
 rows' work no longer fits the caches), so :data:`MAX_CPU_CHUNK` applies there.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 REFERENCE_BLOCK = 32  # an auto-sized run's reference gate samples per this many problems
 MEMORY_SHARE = 0.5  # of the free memory; the rest is for activations and fragmentation
 MAX_AUTO_CHUNK = 1024  # more problems per forward gains nothing once the GPU is busy
-MAX_CPU_CHUNK = 96  # bench/results/ablation_chunks.json: 96 problems per chunk beat 32 by 1.8x
+MAX_CPU_CHUNK = 64  # bench/results/ablation_chunks.json: 64 problems per chunk did best on a quiet CPU (1.19x 32)
 
 
 @dataclass(frozen=True)

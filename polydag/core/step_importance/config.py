@@ -192,7 +192,7 @@ class StepImportanceConfig:
     chunk_size: int = setting(32, help="Problems per batched forward (each with all its variants). 0: as many as "
                               "fit half of the device's free memory (the GPU's on CUDA, the system's available "
                               "memory on a CPU; an upper bound of the caches, logits and gold log-probs per "
-                              "problem, core/step_importance/chunking.py), at most 1024 on CUDA and 96 on a CPU.")
+                              "problem, core/step_importance/chunking.py), at most 1024 on CUDA and 64 on a CPU.")
     device: str = setting("auto", help="auto (cuda if available), cpu or cuda.")
     dtype: str = setting("auto", help="Weights and compute dtype of the model: float32, bfloat16, float16, "
                          "or auto (bfloat16 on CUDA, float32 on CPU). Reduced-precision answers can differ "
