@@ -309,14 +309,14 @@ def test_train_default_model_writes_a_loadable_codi_checkpoint(tmp_path):
                             lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=",".join(LLAMA_TARGET_MODULES),
                             prj_dim=cfg.prj_dim, num_latent=cfg.num_latent, sha256=info.sha256, n_params=info.n_params)
     rows = api.run_step_importance(api.info_as_row(row), problems.head(2),
-                                   StepImportanceConfig(compat_researchers=True, device="cpu", max_new_tokens=4),
-                                   all_problems=problems)
+                                   StepImportanceConfig(compat_researchers=True, device="cpu", max_new_tokens=4,
+                                                        chunk_size=1), all_problems=problems)
     assert set(rows["protocol"].unique()) == {"codi", "researchers"}
     researchers = rows.filter(pl.col("protocol") == "researchers")
     assert set(researchers["site"].unique()) - {"none"} == {"layer:1"}   # 2 layers: the middle one
     assert rows.filter(pl.col("scheme") == "null")["answer_text"].to_list() == \
         rows.filter(pl.col("scheme") == "baseline")["answer_text"].to_list()
-    # chunk_size 0 (sized to the free memory) gives the same rows
+    # chunk_size 0 (sized to the free memory: both problems in one chunk) gives the same rows as one by one
     auto = api.run_step_importance(api.info_as_row(row), problems.head(2),
                                    StepImportanceConfig(compat_researchers=True, device="cpu", max_new_tokens=4,
                                                         chunk_size=0), all_problems=problems)

@@ -189,7 +189,7 @@ class StepImportanceConfig:
                                   "rows stop at EOS).")
     with_metrics: bool = setting(True, help="Compute gold_logprob and kl_to_baseline (one extra "
                                  "teacher-forced block per chunk).")
-    chunk_size: int = setting(32, help="Problems per batched forward (each with all its variants). 0: as many as "
+    chunk_size: int = setting(0, help="Problems per batched forward (each with all its variants). 0: as many as "
                               "fit half of the device's free memory (the GPU's on CUDA, the system's available "
                               "memory on a CPU; an upper bound of the caches, logits and gold log-probs per "
                               "problem, core/step_importance/chunking.py), at most 1024 on CUDA and 64 on a CPU.")
