@@ -14,7 +14,7 @@ stage() { echo; echo "=== [$((SECONDS - t0))s] $*"; }
 
 stage "λ × seed partitions"
 polydag lambdas add 0.0 0.3 1.0 2.0
-polydag seeds add ${POLYDAG_SEEDS:-0}
+polydag seeds add ${POLYDAG_SEEDS:-0 1}  # two seeds per λ; POLYDAG_SEEDS="0 1 2" for the verdict's seed-consistency test
 lambdas=$(polydag lambdas list); seeds=$(polydag seeds list)
 # λ × seed partition keys read "<λ>|<seed>"; the range from the first to the last covers the grid
 first="$(sed -n '1p' <<<"$lambdas")|$(sed -n '1p' <<<"$seeds")"
