@@ -169,6 +169,8 @@ def test_the_control_model_goes_through_the_same_sweep_into_the_summary(swept):
     summary_run = pipe.run(["step_importance_summary"])
     meta = summary_run.asset_materializations_for_node("step_importance_summary")[0].metadata
     assert meta["control"].value == "present" and meta["n_control_problems"].value == 4
+    models = meta["models"].value   # the two models side by side, with their training steps
+    assert "codi_control_model" in models and "constant" in models and "| 10 |" in models
     by_position = pipe.sql("SELECT * FROM step_importance_summary WHERE view = 'by_position'")
     compared = by_position.filter(by_position["within_control_band"].is_not_null())
     assert meta["n_positions_compared"].value == compared.height

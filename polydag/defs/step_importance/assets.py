@@ -278,7 +278,7 @@ def step_importance_summary(
     encoded = base64.b64encode(Path(plot_path).read_bytes()).decode()
     return table_output(table, {
         "n_problems": rows["problem_id"].n_unique(),
-        **_control_metadata(control_rows, parts["by_position"]),
+        **_control_metadata(control_rows, parts["by_position"], storage),
         "n_excluded_problems": len(excluded),
         "n_excluded_rows": n_excluded_rows,
         "excluded_problems": MetadataValue.json(excluded[:100]),
@@ -289,17 +289,25 @@ def step_importance_summary(
     })
 
 
-def _control_metadata(control_rows: pl.DataFrame, by_position: pl.DataFrame) -> dict:
-    """Whether the control model's curve is in the summary, over how many problems, and how
-    many positions of the model it cannot be told apart from."""
+MODEL_COLUMNS = ["kind", "latent_thoughts", "train_steps", "train_wall_s", "heldout_accuracy", "n_heldout", "sha256"]
+
+
+def _control_metadata(control_rows: pl.DataFrame, by_position: pl.DataFrame, storage: PolydagStorage) -> dict:
+    """Whether the control model's curve is in the summary, over how many problems, how many
+    positions of the model it cannot be told apart from, and the two models side by side: the
+    training time budget can end their runs after different numbers of steps on a busy
+    machine, and a control that trained less is a weaker control."""
     if control_rows.is_empty():
         return {"control": "absent: step_importance_control has no rows for the current problems "
                            "(polydag sweep step-importance --control); the control columns are null",
                 "n_control_problems": 0}
     compared = by_position.filter(pl.col("within_control_band").is_not_null())
+    models = pl.concat([read_rows(storage.duckdb_path, name).with_columns(asset=pl.lit(name))
+                        for name in ("codi_model", "codi_control_model")], how="diagonal_relaxed")
     return {
         "control": "present",
         "n_control_problems": control_rows["problem_id"].n_unique(),
         "n_positions_compared": compared.height,
         "n_positions_within_control_band": int(compared["within_control_band"].sum()),
+        "models": MetadataValue.md(markdown_table(models, ["asset"] + [c for c in MODEL_COLUMNS if c in models.columns])),
     }
