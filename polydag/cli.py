@@ -7,7 +7,8 @@
   file, exactly as written (``--base-model default --cpu-without-quantization`` tries it on the
   built-in base on a CPU).
 * ``polydag sweep step-importance`` materializes the problem partitions that are missing, in
-  ranged runs of the asset's backfill-policy size (resumable after a crash).
+  ranged runs of the asset's backfill-policy size (resumable after a crash); ``--control``
+  does the same for the control model's sweep.
 * ``polydag verdict`` and ``polydag sql`` read the results database (read-only, short-lived
   connections that wait while a run writes and never make a run fail); ``polydag tables``
   lists its tables with their documented columns.
@@ -174,10 +175,15 @@ def cmd_seeds(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from polydag.defs.step_importance.sweeps import sweep_step_importance
+    from polydag.defs.step_importance.sweeps import (
+        STEP_IMPORTANCE,
+        STEP_IMPORTANCE_CONTROL,
+        sweep_step_importance,
+    )
 
     result = sweep_step_importance(
-        _instance(), max_problems=args.max_problems, problems_per_run=args.problems_per_run
+        _instance(), max_problems=args.max_problems, problems_per_run=args.problems_per_run,
+        asset=STEP_IMPORTANCE_CONTROL if args.control else STEP_IMPORTANCE,
     )
     print(result.describe())
     return 0 if result.success else 1
@@ -231,7 +237,8 @@ VERDICT_COLUMNS = (
     "main_conference_met",
 )
 STEP_SUMMARY_COLUMNS = ("protocol", "scheme", "mode", "site", "position", "n", "importance",
-                        "importance_lo", "importance_hi", "flip_rate")
+                        "importance_lo", "importance_hi", "flip_rate", "control_importance",
+                        "control_importance_lo", "control_importance_hi", "within_control_band")
 
 
 def cmd_verdict(args) -> int:
@@ -264,13 +271,19 @@ def cmd_summary(args) -> int:
         frame = read_table("step_importance_summary")
     except _read_errors() as exc:
         return _fail("summary", exc)
-    for view in ("baseline", "null_control"):
+    for view in ("baseline", "null_control", "control_baseline"):
         part = frame.filter(frame["view"] == view)
+        if part.is_empty():
+            continue
         shown = [c for c in part.columns if c != "view" and part[c].null_count() < part.height]
         print(f"{view}:\n{markdown_table(part, shown)}\n")
     by_position = frame.filter(frame["view"] == "by_position")
     print("importance by position (share of baseline-correct problems the ablation broke):")
-    print(markdown_table(by_position, [c for c in STEP_SUMMARY_COLUMNS if c in by_position.columns]))
+    print(markdown_table(by_position, [c for c in STEP_SUMMARY_COLUMNS if c in by_position.columns
+                                       and by_position[c].null_count() < by_position.height]))
+    if "control_importance" not in by_position.columns or by_position["control_importance"].null_count() == by_position.height:
+        print("\nno control model rows: polydag sweep step-importance --control (then re-materialize "
+              "step_importance_summary) puts the control's curve next to these")
     return 0
 
 
@@ -421,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="only the first N problem partitions (default: all)")
     sweep.add_argument("--problems-per-run", type=_positive_int, default=None,
                        help="problems per ranged run (default: the asset's backfill policy)")
+    sweep.add_argument("--control", action="store_true",
+                       help="sweep the control model instead (step_importance_control: codi_control_model, "
+                            "whose latent thoughts are constant), through the same engine and gates")
     sweep.set_defaults(func=cmd_sweep)
 
     verdict = sub.add_parser("verdict", help="print the verdict table and the sweep's cost",

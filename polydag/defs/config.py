@@ -55,6 +55,8 @@ class DerivedConfig:
 
     # dunder names: pydantic would turn single-underscore class attributes into private fields
     __polydag_specs__: tuple[type, ...] = ()
+    # spec fields left out on purpose (``exclude``): the asset sets them, a user cannot
+    __polydag_excluded__: tuple[str, ...] = ()
 
     def spec(self, spec_type: type | None = None, **overrides):
         """The core spec ``spec_type`` (default: the first one) from this config's values.
@@ -94,8 +96,9 @@ def run_config(
 ) -> type:
     """A Dagster ``Config`` (or ``base``) class named ``name`` with the fields of ``specs``.
 
-    ``overrides`` / ``extra``: ``{field: (type, default, description)}`` replacing a spec field
-    or adding a Dagster-only one. ``nested``: ``{field: (derived config class, description)}``
+    ``exclude``: spec fields the asset always sets itself (passed to :meth:`DerivedConfig.spec`
+    as overrides), so a user cannot. ``overrides`` / ``extra``: ``{field: (type, default,
+    description)}`` replacing a spec field or adding a Dagster-only one. ``nested``: ``{field: (derived config class, description)}``
     for a sub-section built from another spec. Two specs may not share a field name.
     """
     annotations: dict[str, Any] = {}
@@ -136,6 +139,7 @@ def run_config(
         __module__=module or __name__,
         __qualname__=name,
         __polydag_specs__=tuple(specs),
+        __polydag_excluded__=tuple(exclude),
     )
     return type(name, (DerivedConfig, base), namespace)
 

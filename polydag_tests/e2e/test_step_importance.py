@@ -134,6 +134,51 @@ def test_summary_has_positions_difficulties_and_a_plot(swept):
     assert {"by_position", "by_difficulty"} <= set(summary["view"].unique())
     meta = result.asset_materializations_for_node("step_importance_summary")[0].metadata
     assert meta["plot"].value.startswith("![")
+    # no control sweep yet: the summary still builds, says so, and its control columns are null
+    assert meta["control"].value.startswith("absent")
+    by_position = summary.filter(summary["view"] == "by_position")
+    assert by_position["control_importance"].null_count() == by_position.height
+
+
+def test_the_control_model_goes_through_the_same_sweep_into_the_summary(swept):
+    from polydag.defs.step_importance.sweeps import STEP_IMPORTANCE_CONTROL, sweep_step_importance
+
+    pipe, _, _ = swept
+    assert pipe.run(["codi_control_model"], {"codi_control_model": {"default_model": {"steps": 10}}}).success
+    control = pipe.sql("SELECT * FROM codi_control_model").row(0, named=True)
+    assert control["latent_thoughts"] == "constant" and control["train_steps"] == 10
+    assert pipe.sql("SELECT latent_thoughts FROM codi_model").item() == "used"
+    assert control["path"] != pipe.sql("SELECT path FROM codi_model").item()
+
+    result = sweep_step_importance(pipe.instance, defs=pipe.defs, max_problems=4, asset=STEP_IMPORTANCE_CONTROL)
+    assert result.success and result.describe().startswith("step_importance_control: 4 problem partitions")
+    run = pipe.instance.get_run_by_id(result.runs[0]["run_id"])
+    checks = [e.event_log_entry.dagster_event.event_specific_data
+              for e in pipe.instance.get_records_for_run(run.run_id).records
+              if e.event_log_entry.dagster_event
+              and e.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert sorted((c.asset_key.to_user_string(), c.check_name, c.passed) for c in checks) == [
+        ("step_importance_control", "null_control_matches_baseline", True),
+        ("step_importance_control", "reference_loop_matches_engine", True)]
+    keys = pipe.instance.get_dynamic_partitions("problem")[:4]
+    assert pipe.instance.get_materialized_partitions(STEP_IMPORTANCE_CONTROL) == set(keys)
+    model_variants = pipe.sql("SELECT DISTINCT variant FROM step_importance").to_series().sort().to_list()
+    control_variants = pipe.sql("SELECT DISTINCT variant FROM step_importance_control").to_series().sort().to_list()
+    assert control_variants == model_variants
+
+    summary_run = pipe.run(["step_importance_summary"])
+    meta = summary_run.asset_materializations_for_node("step_importance_summary")[0].metadata
+    assert meta["control"].value == "present" and meta["n_control_problems"].value == 4
+    models = meta["models"].value   # the two models side by side, with their training steps
+    assert "codi_control_model" in models and "constant" in models and "| 10 |" in models
+    by_position = pipe.sql("SELECT * FROM step_importance_summary WHERE view = 'by_position'")
+    compared = by_position.filter(by_position["within_control_band"].is_not_null())
+    assert meta["n_positions_compared"].value == compared.height
+    # every variant has its control counts (the importance itself is null where the barely
+    # trained control got no problem right): the control's stored rows, counted
+    n_right = pipe.sql("SELECT count(*) FROM step_importance_control WHERE scheme = 'baseline' AND correct").item()
+    assert by_position["control_n_baseline_correct"].to_list() == [n_right] * by_position.height
+    assert pipe.sql("SELECT count(*) FROM step_importance_summary WHERE view = 'control_baseline'").item() > 0
 
 
 @pytest.mark.parametrize("empty", ["schemes", "modes", "sites"])

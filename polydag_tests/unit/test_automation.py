@@ -35,7 +35,7 @@ def units(lambdas, seed="0"):
     """λ × seed partition keys of these λ at one seed."""
     return [f"{lam}|{seed}" for lam in lambdas]
 
-ROOTS = ["reply_pairs", "base_model", "problems", "codi_model"]
+ROOTS = ["reply_pairs", "base_model", "problems", "codi_model", "codi_control_model"]
 EVAL = ["metrics", "metrics_summary", "comparison", "dose_response", "metric_validity", "verdict"]
 # evaluation times lie after the wall-clock time of the events the tests record, as in real use
 NIGHT = dt.datetime.combine(dt.date.today() + dt.timedelta(days=2), dt.time(2, 0),
@@ -102,6 +102,7 @@ def _complete(instance, problems=("p000", "p001")):
     _mat(instance, "lora_checkpoints", units(LAMBDAS))
     _mat(instance, "generations", units(LAMBDAS))
     _mat(instance, "step_importance", problems)
+    _mat(instance, "step_importance_control", problems)
     for asset in EVAL + ["step_importance_summary"]:
         _mat(instance, asset)
 
@@ -123,6 +124,7 @@ def test_nothing_before_the_tick_then_exactly_the_missing_partitions_then_the_ne
     problems = [f"p{i:03d}" for i in range(10)]
     _partial(instance, problems)
     _mat(instance, "step_importance", ["p000", "p001", "p002", "p003", "p006"])
+    _mat(instance, "step_importance_control", ["p000", "p001"])
     sensor = Sensor(defs, instance)
 
     assert sensor.at(BEFORE) == {}  # first evaluation, before 02:00
@@ -131,6 +133,7 @@ def test_nothing_before_the_tick_then_exactly_the_missing_partitions_then_the_ne
         "lora_checkpoints": units(["1.0", "4.0"]),
         "generations": units(["0.5", "1.0", "4.0"]),
         "step_importance": ["p004", "p005", "p007", "p008", "p009"],
+        "step_importance_control": [f"p{i:03d}" for i in range(2, 10)],  # the control's own gaps
         # metrics etc. wait: the λ partitions they read are missing
     }
     assert sensor.at(after(1)) == {}  # requested once; not again while not materialized
@@ -138,6 +141,7 @@ def test_nothing_before_the_tick_then_exactly_the_missing_partitions_then_the_ne
     _mat(instance, "lora_checkpoints", units(["1.0", "4.0"]))
     _mat(instance, "generations", units(["0.5", "1.0", "4.0"]))
     _mat(instance, "step_importance", ["p004", "p005", "p007", "p008", "p009"])
+    _mat(instance, "step_importance_control", [f"p{i:03d}" for i in range(2, 10)])
     # the same night, the aggregates over the now complete partitions follow
     assert sensor.at(after(5)) == {a: [None] for a in EVAL + ["step_importance_summary"]}
 
@@ -205,6 +209,7 @@ def test_a_changed_code_version_requests_the_asset_and_what_runs_with_it(defs, i
 def test_in_progress_partitions_and_their_downstream_are_not_requested(defs, instance):
     _partial(instance, ["p000"])
     _mat(instance, "step_importance", ["p000"])
+    _mat(instance, "step_importance_control", ["p000"])
     job = defs.resolve_implicit_global_asset_job_def()
     # a run of lora_checkpoints 1.0...2.0 is running (it planned its materializations)
     instance.create_run_for_job(

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED_ASSETS = {
     "reply_pairs", "base_model", "lora_checkpoints", "generations", "metrics",
     "metrics_summary", "comparison", "dose_response", "metric_validity", "verdict", "problems", "codi_model", "step_importance",
-    "step_importance_summary",
+    "step_importance_summary", "codi_control_model", "step_importance_control",
 }
 
 
@@ -36,11 +36,19 @@ def test_metrics_star_selects_metrics_and_everything_downstream(tmp_path):
 
 def test_partitioned_assets_and_gpu_tags(tmp_path):
     graph = build_defs(tmp_path).resolve_asset_graph()
-    for name in ("lora_checkpoints", "generations", "step_importance"):
+    for name in ("lora_checkpoints", "generations", "step_importance", "step_importance_control"):
         node = graph.get(AssetKey(name))
         assert node.partitions_def is not None, name
         assert node.pools == {"gpu"}, name
-    assert graph.get(AssetKey("step_importance")).backfill_policy.max_partitions_per_run > 1
+    for name in ("step_importance", "step_importance_control"):
+        assert graph.get(AssetKey(name)).backfill_policy.max_partitions_per_run > 1
+    # the control's sweep runs over the same problem partitions, and passes the same gates
+    assert graph.get(AssetKey("step_importance_control")).partitions_def == \
+        graph.get(AssetKey("step_importance")).partitions_def
+    gates = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    for name in ("null_control_matches_baseline", "reference_loop_matches_engine"):
+        assert {("step_importance", name), ("step_importance_control", name)} <= gates
+    assert AssetKey("step_importance_control") in graph.get(AssetKey("step_importance_summary")).parent_keys
 
 
 def test_code_location_import_stays_light():

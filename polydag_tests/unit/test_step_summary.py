@@ -193,3 +193,58 @@ def test_plot_has_a_pooled_curve_and_warns_about_nothing(tmp_path):
         plain = plot_importance(parts["by_difficulty"], tmp_path / "plain.png")
     assert pooled.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pooled.read_bytes() != plain.read_bytes()
+
+
+def test_each_position_stands_next_to_the_control_and_its_band():
+    # The control breaks nothing: 0 of its 8 baseline-correct problems at every position, so its
+    # band is Wilson(0, 8) = [0, 0.324408] (centre = half = 0.240091 / 1.480182 = 0.162204).
+    control = _rows()
+    parts = summarize_step_importance(_rows(broken_at=INCREASING), PROBLEMS, control_rows=control)
+    by_pos = parts["by_position"].sort("position")
+    assert by_pos["control_importance"].to_list() == [0.0] * 6
+    assert by_pos["control_n_baseline_correct"].to_list() == [8] * 6
+    assert by_pos["control_importance_lo"].to_list() == [0.0] * 6
+    assert by_pos["control_importance_hi"].to_list() == pytest.approx([0.324408] * 6, abs=1e-6)
+    # The model's 0, 1/8 and 2/8 lie in it; 3/8 = 0.375 and above do not.
+    assert by_pos["within_control_band"].to_list() == [True, True, True, False, False, False]
+    assert parts["control_baseline"].filter(pl.col("difficulty") == "all")["n_correct"].to_list() == [8]
+
+
+def test_the_band_is_the_controls_own_and_a_bound_counts_as_inside():
+    # Control: position p breaks the first p problems too, so it equals the model: every
+    # importance sits inside its own band, 0/8 on the lower bound exactly.
+    same = _rows(broken_at=INCREASING)
+    by_pos = summarize_step_importance(same, PROBLEMS, control_rows=same)["by_position"]
+    assert by_pos["within_control_band"].to_list() == [True] * 6
+    lo, hi = wilson_interval(3, 8)
+    row = by_pos.filter(pl.col("position") == 3).row(0, named=True)
+    assert (row["control_importance_lo"], row["control_importance_hi"]) == pytest.approx((lo, hi))
+
+
+def test_without_a_control_the_columns_are_null_and_a_missing_variant_is_null():
+    alone = summarize_step_importance(_rows(broken_at=INCREASING), PROBLEMS)
+    by_pos = alone["by_position"]
+    for column in ("control_importance", "control_importance_lo", "control_importance_hi", "within_control_band"):
+        assert by_pos[column].null_count() == by_pos.height, column
+    assert "control_baseline" not in alone
+    assert summarize_step_importance(_rows(), PROBLEMS, control_rows=_rows().head(0))["by_position"][
+        "within_control_band"].null_count() == 6
+    # the control ran positions 0-3 only: positions 4 and 5 have nothing to compare with
+    partial = _rows().filter(pl.col("position") <= 3)
+    flags = summarize_step_importance(_rows(broken_at=INCREASING), PROBLEMS, control_rows=partial)[
+        "by_position"].sort("position")["within_control_band"].to_list()
+    assert flags == [True, True, True, False, None, None]
+
+
+def test_plot_draws_the_control_band_and_warns_about_nothing(tmp_path):
+    import warnings
+
+    model = _rows(broken_at=INCREASING)
+    with_control = summarize_step_importance(model, PROBLEMS, control_rows=_rows())
+    without = summarize_step_importance(model, PROBLEMS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drawn = plot_importance(with_control["by_difficulty"], tmp_path / "control.png", with_control["by_position"])
+        absent = plot_importance(without["by_difficulty"], tmp_path / "absent.png", without["by_position"])
+    assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drawn.read_bytes() != absent.read_bytes()

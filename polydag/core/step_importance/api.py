@@ -47,6 +47,7 @@ class CodiModelInfo:
     n_heldout: int | None = None
     chance_accuracy: float | None = None
     train_accuracy: float | None = None
+    latent_thoughts: str | None = None   # "used", or "constant" (every fed thought one fixed vector)
 
 
 def train_default(
@@ -68,6 +69,7 @@ def train_default(
         train_wall_s=round(info.wall_s, 2), train_steps=info.steps_done,
         heldout_accuracy=info.heldout_accuracy, n_heldout=info.n_heldout,
         chance_accuracy=info.chance_accuracy, train_accuracy=info.train_accuracy,
+        latent_thoughts=info.latent_thoughts,
     )
 
 
@@ -75,7 +77,7 @@ def register_checkpoint(cfg: CodiModelConfig) -> CodiModelInfo:
     """Load the CODI checkpoint of ``cfg`` once (failing on any missing/unexpected key) and
     describe it."""
     from polydag.core.ops.hashing import file_sha256
-    from polydag.core.step_importance.model import _weights_file, load_codi_checkpoint
+    from polydag.core.step_importance.model import _weights_file, load_codi_checkpoint, thoughts_are_constant
 
     if not cfg.checkpoint_dir:
         raise ValueError("register_checkpoint needs checkpoint_dir")
@@ -86,12 +88,16 @@ def register_checkpoint(cfg: CodiModelConfig) -> CodiModelInfo:
                                  lora_alpha=cfg.lora_alpha, target_modules=cfg.target_modules,
                                  prj_dim=cfg.prj_dim, num_latent=cfg.num_latent)
     n_params = model.n_params()
+    # read from the weights: a control trained elsewhere but whose projection still varies feeds
+    # varying thoughts here, and is then described as "used"
+    latent_thoughts = "constant" if thoughts_are_constant(model) else "used"
     del model
     weights = _weights_file(Path(cfg.checkpoint_dir))
     return CodiModelInfo(
         kind=CHECKPOINT_KIND, path=str(cfg.checkpoint_dir), base_model_path=str(cfg.base_model_path),
         lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=",".join(cfg.target_modules),
         prj_dim=cfg.prj_dim, num_latent=cfg.num_latent, sha256=file_sha256(weights), n_params=n_params,
+        latent_thoughts=latent_thoughts,
     )
 
 

@@ -28,6 +28,7 @@ DEFAULT_MODES = ("zero",)
 DEFAULT_SITES = ("input",)
 DEFAULT_MAX_NEW_TOKENS = 256  # CODI's gen_kwargs["max_new_tokens"]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+LATENT_THOUGHTS = ("used", "constant")
 RESEARCHERS_FED_THOUGHTS = 5
 RESEARCHERS_LAYER = 8
 _LAYER_SITE_RE = re.compile(r"^layer:(\d+)$")
@@ -88,6 +89,11 @@ class CodiTrainConfig:
     lora_alpha: int = setting(16, help="LoRA alpha.")
     prj_dim: int = setting(128, help="Hidden width of the thought projection.")
     num_latent: int = setting(6, help="Latent thoughts per answer.")
+    latent_thoughts: str = setting("used", help="used: each fed thought is prj(last hidden state), as in "
+                                   "CODI. constant: the negative control: every fed thought is one fixed "
+                                   "vector, in training and at inference, so nothing about the problem can "
+                                   "pass through the thoughts (model.cut_thoughts says how); data, steps and "
+                                   "seed are the same.")
     steps: int = setting(800, help="Optimizer steps; on a busy machine time_budget_s ends the run earlier.")
     n_train_problems: int = setting(8000, help="Generated training problems (never equal to a question of "
                                     "the problems table).")
@@ -124,6 +130,7 @@ class CodiTrainConfig:
                      "n_train_problems", "batch_size", "n_heldout", "eval_batch_size"):
             checks.integer(name, low=1)
         checks.integer("warmup_steps", low=0).integer("seed").integer("num_threads", low=1, optional=True)
+        checks.choice("latent_thoughts", LATENT_THOUGHTS)
         checks.number("learning_rate", low=0, low_open=True).number("weight_decay", low=0)
         checks.number("grad_clip", low=0, low_open=True).number("time_budget_s", low=0, low_open=True)
         checks.number("progress_every_s", low=0)

@@ -110,6 +110,47 @@ class ContinuousThoughtModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def constant_thought(hidden_size: int, seed: int) -> torch.Tensor:
+    """The fixed thought of a control model: a seeded vector with zero mean and unit variance
+    over its dimensions, the statistics of what the projection's LayerNorm emits at
+    initialisation, so it has the scale of a thought. Drawn from its own generator: the
+    global random stream (the rest of training) is the same as the default model's."""
+    generator = torch.Generator().manual_seed(1_000_003 + int(seed))
+    value = torch.randn(hidden_size, generator=generator)
+    return (value - value.mean()) / value.std(unbiased=False)
+
+
+def cut_thoughts(model: ContinuousThoughtModel, constant: torch.Tensor) -> ContinuousThoughtModel:
+    """Make every thought of ``model`` the vector ``constant``, whatever the hidden state: the
+    negative control's model, which cannot carry information through its latent thoughts.
+
+    The projection ends with a LayerNorm, ``weight * normalize(x) + bias``; with weight 0 its
+    output is ``bias`` for every input. Setting weight 0 and bias ``constant`` and freezing the
+    whole projection (no gradient can reach its Linear layers then either) cuts the channel in
+    the weights themselves, not behind a flag: the checkpoint keeps CODI's key layout, so the
+    same strict loader, the same ablation engine and CODI's own code all feed the constant,
+    in training and at inference alike. A non-zero constant keeps ``zero`` ablations a real
+    change of input on the control (with a zero constant they would be no-ops), so its
+    curve measures what an ablation disturbs in a model whose thoughts carry nothing.
+
+    The latent positions themselves stay (their keys and values are still computed from the
+    question and the constant input, like pause tokens), so ``layer:L`` ablations of the
+    control measure that computation rather than nothing."""
+    ln = model.prj.ln
+    with torch.no_grad():
+        ln.weight.zero_()
+        ln.bias.copy_(constant.to(dtype=ln.bias.dtype, device=ln.bias.device))
+    for param in model.prj.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def thoughts_are_constant(model: ContinuousThoughtModel) -> bool:
+    """Whether the model's projection emits one vector for every input (its LayerNorm weight is
+    all zero, as :func:`cut_thoughts` leaves it)."""
+    return bool(torch.count_nonzero(model.prj.ln.weight.detach()) == 0)
+
+
 @dataclass
 class CodiArchitecture:
     """What, besides the base model's config, defines a CODI model's parameters."""

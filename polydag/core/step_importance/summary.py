@@ -23,6 +23,13 @@ Definitions (per variant, i.e. per protocol/scheme/mode/site/position):
   * Spearman's rho between position and importance (descriptive, ``scipy.stats.spearmanr``).
 - **null control agreement**: the fraction of problems whose null-control answer (number and
   text) equals the baseline's; anything below 1 means the ablation path itself changes answers.
+- **the control model** (negative control, issue 12): the same sweep of a model trained with
+  constant latent thoughts (``CodiTrainConfig.latent_thoughts``), which carries nothing through
+  them. Each position's importance stands next to the control's at the same variant, with the
+  control's Wilson 95% band; ``within_control_band`` is true where the model's importance lies
+  inside that band (bounds included): an ablation curve cannot tell that position of the
+  model from one of a model that does not use its latents. The columns are null where the
+  control has no rows for the variant (or was not run).
 """
 
 from __future__ import annotations
@@ -241,6 +248,29 @@ def _trend(ablations: pl.DataFrame, by_position: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(out, schema=schema)
 
 
+CONTROL_COLUMNS = {"n_baseline_correct": "control_n_baseline_correct", "n_broken": "control_n_broken",
+                   "importance": "control_importance", "importance_lo": "control_importance_lo",
+                   "importance_hi": "control_importance_hi"}
+
+
+def with_control(by_position: pl.DataFrame, control_by_position: pl.DataFrame | None) -> pl.DataFrame:
+    """``by_position`` with the control's importance and Wilson band at the same variant
+    (columns of :data:`CONTROL_COLUMNS`, null without a control row) and ``within_control_band``:
+    the model's importance lies in the control's band, bounds included (null when either side
+    is undefined)."""
+    keys = FAMILY + ["position", "variant"]
+    if control_by_position is None or control_by_position.is_empty():
+        control = pl.DataFrame(schema={**{k: by_position.schema[k] for k in keys},
+                                       **{new: pl.Int64 if new.startswith("control_n_") else pl.Float64
+                                          for new in CONTROL_COLUMNS.values()}})
+    else:
+        control = control_by_position.select(*keys, *[pl.col(old).alias(new) for old, new in CONTROL_COLUMNS.items()])
+    joined = by_position.join(control, on=keys, how="left")
+    inside = ((pl.col("importance") >= pl.col("control_importance_lo"))
+              & (pl.col("importance") <= pl.col("control_importance_hi")))
+    return joined.with_columns(within_control_band=inside).sort(keys)
+
+
 def rates_by_mode(rows: pl.DataFrame) -> pl.DataFrame:
     """Flip rate and importance of each (protocol, mode, site), pooled over the ablation
     variants' (problem, variant) pairs, with Wilson 95% intervals; descriptive (the pairs of
@@ -258,31 +288,42 @@ def rates_by_mode(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def summarize_step_importance(rows: pl.DataFrame, problems: pl.DataFrame, *,
-                              early_positions=EARLY_POSITIONS, late_positions=LATE_POSITIONS
-                              ) -> dict[str, pl.DataFrame]:
+                              early_positions=EARLY_POSITIONS, late_positions=LATE_POSITIONS,
+                              control_rows: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
     """All summary views of ``run_ablations`` rows (see the module docstring):
-    ``baseline``, ``null_control``, ``by_position``, ``by_difficulty``, ``early_late`` (pooling
-    ``early_positions`` against ``late_positions``) and ``trend``, each a polars DataFrame
-    with plain columns."""
+    ``baseline``, ``null_control``, ``by_position`` (with the control's columns, null without
+    ``control_rows``), ``by_difficulty``, ``early_late`` (pooling ``early_positions`` against
+    ``late_positions``) and ``trend``, each a polars DataFrame with plain columns; with
+    non-empty ``control_rows`` (the control model's rows) also ``control_baseline``."""
     _validate(rows, problems)
     rows = _with_protocol(rows)
     ablations = _ablation_rows(rows, problems)
     by_position = _counts(ablations, FAMILY + ["position", "variant"])
     by_difficulty = _counts(ablations, FAMILY + ["difficulty", "position", "variant"])
+    control_parts = {}
+    control_by_position = None
+    if control_rows is not None and not control_rows.is_empty():
+        _validate(control_rows, problems)
+        control_rows = _with_protocol(control_rows)
+        control_by_position = _counts(_ablation_rows(control_rows, problems), FAMILY + ["position", "variant"])
+        control_parts["control_baseline"] = _baseline_table(control_rows, problems)
     return {
         "baseline": _baseline_table(rows, problems),
         "null_control": _null_table(rows),
-        "by_position": by_position,
+        "by_position": with_control(by_position, control_by_position),
         "by_difficulty": by_difficulty,
         "early_late": _early_late(ablations, early_positions, late_positions),
         "trend": _trend(ablations, by_position),
+        **control_parts,
     }
 
 
 def plot_importance(by_difficulty: pl.DataFrame, path: str | Path, by_position: pl.DataFrame | None = None) -> Path:
     """PNG of importance against position, one panel per variant family: one line per
     difficulty and, with ``by_position``, the pooled curve over all problems (black), each
-    with its 95% Wilson band. Panels without a line get no legend (so matplotlib does not warn)."""
+    with its 95% Wilson band, and where ``by_position`` has the control's columns
+    (:func:`with_control`) the control model's curve (grey, dashed) and its band. Panels
+    without a line get no legend (so matplotlib does not warn)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,16 +348,20 @@ def plot_importance(by_difficulty: pl.DataFrame, path: str | Path, by_position: 
         group = of_family(by_difficulty, family)
         difficulties = sorted(group["difficulty"].unique().to_list(),
                               key=lambda d: DIFFICULTY_ORDER.index(d) if d in DIFFICULTY_ORDER else 99)
-        lines = [(f"{d} steps", group.filter(pl.col("difficulty") == d), {}) for d in difficulties]
+        lines = [(f"{d} steps", group.filter(pl.col("difficulty") == d), "importance", {}) for d in difficulties]
         if by_position is not None:
-            lines.append(("all problems", of_family(by_position, family), {"color": "black", "linewidth": 2}))
-        for label, frame, style in lines:
-            line = frame.filter(pl.col("importance").is_not_null()).sort("position")
+            pooled = of_family(by_position, family)
+            lines.append(("all problems", pooled, "importance", {"color": "black", "linewidth": 2}))
+            if "control_importance" in pooled.columns:
+                lines.append(("control (constant thoughts)", pooled, "control_importance",
+                              {"color": "grey", "linestyle": "--"}))
+        for label, frame, column, style in lines:
+            line = frame.filter(pl.col(column).is_not_null()).sort("position")
             if line.is_empty():
                 continue
             x = line["position"].to_list()
-            drawn = ax.plot(x, line["importance"].to_list(), marker="o", label=label, **style)[0]
-            ax.fill_between(x, line["importance_lo"].to_list(), line["importance_hi"].to_list(), alpha=0.15,
+            drawn = ax.plot(x, line[column].to_list(), marker="o", label=label, **style)[0]
+            ax.fill_between(x, line[f"{column}_lo"].to_list(), line[f"{column}_hi"].to_list(), alpha=0.15,
                             color=drawn.get_color())
         protocol, scheme, mode, site = family
         ax.set_title(f"{scheme} / {mode} / {site}" + (" (researchers)" if protocol == "researchers" else ""), fontsize=9)

@@ -282,7 +282,19 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "n_params": "parameters of the whole model",
         "heldout_accuracy": "baseline accuracy on held-out problems (default model only)",
         "chance_accuracy": "accuracy of always answering the most common answer",
+        "latent_thoughts": "used, or constant (every fed thought one fixed vector: read from the weights)",
         "*": "training details of the default model (steps, wall time, accuracies)",
+    },
+    "codi_control_model": {
+        "kind": "default (trained in the pipeline with constant thoughts) or checkpoint (your control)",
+        "path": "checkpoint directory (CODI key layout)",
+        "latent_thoughts": "constant for a control that cannot carry information through its thoughts",
+        "*": "the columns of codi_model, for the control model",
+    },
+    "step_importance_control": {
+        "problem_id": "the problem (the partition key)",
+        "variant": "stable id of the ablation variant (the same ids as step_importance)",
+        "*": "the columns of step_importance, for the control model",
     },
     "step_importance": {
         "problem_id": "the problem (the partition key)",
@@ -308,10 +320,15 @@ TABLE_DOCS: dict[str, dict[str, str]] = {
         "reference_answer_text": "the one-row reference loop's answer text (null when not checked)",
     },
     "step_importance_summary": {
-        "view": "baseline | null_control | by_position | by_difficulty | early_late | trend",
+        "view": "baseline | null_control | by_position | by_difficulty | early_late | trend | control_baseline",
         "importance": "share of baseline-correct problems the ablation made wrong",
         "importance_lo": "Wilson 95% lower bound",
         "importance_hi": "Wilson 95% upper bound",
+        "control_importance": "by_position: the control model's importance at the same variant (null: no control rows)",
+        "control_importance_lo": "Wilson 95% lower bound of the control's importance",
+        "control_importance_hi": "Wilson 95% upper bound of the control's importance",
+        "within_control_band": "by_position: the importance lies in the control's band (indistinguishable from a "
+                               "model that does not use its latents)",
         "*": "grouping and count columns of the view",
     },
 }

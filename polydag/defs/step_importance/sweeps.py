@@ -25,6 +25,7 @@ from polydag.instance.dagster_internals import (
 from polydag.instance.executor import execute_in_process
 
 STEP_IMPORTANCE = AssetKey("step_importance")
+STEP_IMPORTANCE_CONTROL = AssetKey("step_importance_control")  # the same sweep with the control model
 
 
 def contiguous_ranges(ordered, wanted: set[str], max_len: int | None) -> list[list[str]]:
@@ -50,6 +51,7 @@ class SweepResult:
     n_registered: int
     n_already_done: int
     runs: list[dict] = field(default_factory=list)
+    asset: str = STEP_IMPORTANCE.to_user_string()
 
     @property
     def success(self) -> bool:
@@ -58,7 +60,7 @@ class SweepResult:
     def describe(self) -> str:
         done = sum(run["n_problems"] for run in self.runs if run["success"])
         lines = [
-            f"step_importance: {self.n_registered} problem partitions in scope, "
+            f"{self.asset}: {self.n_registered} problem partitions in scope, "
             f"{self.n_already_done} already materialized, {done} materialized now "
             f"in {len(self.runs)} ranged run(s)"
         ]
@@ -78,8 +80,10 @@ def sweep_step_importance(
     max_problems: int | None = None,
     problems_per_run: int | None = None,
     run_config: dict | None = None,
+    asset: AssetKey = STEP_IMPORTANCE,
 ) -> SweepResult:
-    """Materialize the missing ``step_importance`` partitions of ``instance`` in ranged runs of
+    """Materialize the missing partitions of the problem-partitioned ``asset`` (``step_importance``,
+    or :data:`STEP_IMPORTANCE_CONTROL` for the control model) of ``instance`` in ranged runs of
     ``defs``' asset job (default: polydag's code location, ``polydag.definitions.defs``)."""
     from polydag.defs.step_importance.assets import PROBLEMS_PER_RUN
 
@@ -94,13 +98,14 @@ def sweep_step_importance(
         )
     if max_problems is not None:
         ordered = ordered[:max_problems]
-    done = instance.get_materialized_partitions(STEP_IMPORTANCE)
+    done = instance.get_materialized_partitions(asset)
     missing = {key for key in ordered if key not in done}
-    result = SweepResult(n_registered=len(ordered), n_already_done=len(ordered) - len(missing))
+    result = SweepResult(n_registered=len(ordered), n_already_done=len(ordered) - len(missing),
+                         asset=asset.to_user_string())
     # the implicit asset job of every asset: what the UI and `dagster asset materialize` run
     job = defs.resolve_implicit_global_asset_job_def()
     ranges = contiguous_ranges(ordered, missing, problems_per_run or PROBLEMS_PER_RUN)
-    with progress(len(missing), "sweep step_importance", unit="problem") as bar:
+    with progress(len(missing), f"sweep {result.asset}", unit="problem") as bar:
         for keys in ranges:
             started = time.monotonic()
             # polydag's executor, like every other run (JobDefinition.execute_in_process would
@@ -109,7 +114,7 @@ def sweep_step_importance(
                 job,
                 run_config=run_config,
                 instance=instance,
-                asset_selection=[STEP_IMPORTANCE],
+                asset_selection=[asset],
                 tags={
                     ASSET_PARTITION_RANGE_START_TAG: keys[0],
                     ASSET_PARTITION_RANGE_END_TAG: keys[-1],
