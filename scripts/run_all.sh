@@ -9,6 +9,15 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 source scripts/env.sh
 STEP_PROBLEMS="${POLYDAG_STEP_PROBLEMS:-300}"
+# the negative control of step importance (a CODI model whose thoughts are one constant vector)
+# and its sweep over this many problems; 0 (the default) leaves it out: it costs a second CODI
+# training and a second sweep, more than the 10-minute budget of the main command has left
+CONTROL_PROBLEMS="${POLYDAG_CONTROL_PROBLEMS:-0}"
+codi_assets="problems,codi_model"; control_sweep=""
+if [ "$CONTROL_PROBLEMS" -gt 0 ]; then
+  codi_assets="$codi_assets,codi_control_model"
+  control_sweep="polydag sweep step-importance --control --max-problems '$CONTROL_PROBLEMS' && "
+fi
 t0=$SECONDS
 stage() { echo; echo "=== [$((SECONDS - t0))s] $*"; }
 
@@ -41,7 +50,7 @@ side_by_side() {  # run "$1" and "$2" (shell commands) together when there are t
 
 stage "datasets and base models (polychromic | step importance)"
 side_by_side "dagster asset materialize -m polydag --select 'reply_pairs,base_model'" \
-             "dagster asset materialize -m polydag --select 'problems,codi_model'"
+             "dagster asset materialize -m polydag --select '$codi_assets'"
 
 # the grid's λ split in two halves, one run each (a run trains its units one after another)
 n_lambdas=$(wc -l <<<"$lambdas"); half=$(( (n_lambdas + 1) / 2 ))
@@ -57,7 +66,7 @@ fi
 
 stage "metrics and everything downstream | step-importance sweep over ${STEP_PROBLEMS} problems"
 side_by_side "dagster asset materialize -m polydag --select 'metrics*'" \
-             "polydag sweep step-importance --max-problems '$STEP_PROBLEMS' && dagster asset materialize -m polydag --select step_importance_summary"
+             "polydag sweep step-importance --max-problems '$STEP_PROBLEMS' && ${control_sweep}dagster asset materialize -m polydag --select step_importance_summary"
 polydag verdict
 polydag summary step-importance
 
