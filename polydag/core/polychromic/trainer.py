@@ -149,8 +149,9 @@ def _encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int,
     return out
 
 
-def _quality_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int, device):
-    """Mean cross-entropy over the reply tokens of the batch (prompt tokens are not scored)."""
+def _padded_pairs(batch: list[tuple[list[int], list[int]]], pad_id: int):
+    """Right-padded ``(input_ids, attention_mask, labels)`` of (prompt, reply) id pairs; labels
+    are the reply tokens and -100 elsewhere."""
     import torch
 
     width = max(len(p) + len(r) for p, r in batch)
@@ -162,6 +163,14 @@ def _quality_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int, 
         ids[row, : len(seq)] = torch.tensor(seq)
         att[row, : len(seq)] = 1
         labels[row, len(p) : len(seq)] = torch.tensor(r)
+    return ids, att, labels
+
+
+def _quality_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int, device):
+    """Mean cross-entropy over the reply tokens of the batch (prompt tokens are not scored)."""
+    import torch
+
+    ids, att, labels = _padded_pairs(batch, pad_id)
     logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits.float()
     targets = labels[:, 1:].to(device)
     return torch.nn.functional.cross_entropy(
@@ -169,22 +178,28 @@ def _quality_loss(model, batch: list[tuple[list[int], list[int]]], pad_id: int, 
     )
 
 
-def _eval_loss(model, examples, batch_size: int, pad_id: int, device) -> float:
-    """Mean reply cross-entropy over ``examples`` in eval mode (no dropout, no RNG use)."""
+def _eval_batches(model, examples, batch_size: int):
+    """``examples`` in batches, with the model in eval mode (no dropout, no RNG use) and no
+    gradients; the model's mode is restored afterwards."""
     import torch
 
     was_training = model.training
     model.eval()
-    total = weight = 0.0
     try:
         with torch.no_grad():
             for start in range(0, len(examples), batch_size):
-                batch = examples[start:start + batch_size]
-                n_tokens = sum(len(r) for _, r in batch)
-                total += float(_quality_loss(model, batch, pad_id, device)) * n_tokens
-                weight += n_tokens
+                yield examples[start:start + batch_size]
     finally:
         model.train(was_training)
+
+
+def _eval_loss(model, examples, batch_size: int, pad_id: int, device) -> float:
+    """Mean reply cross-entropy over ``examples`` in eval mode."""
+    total = weight = 0.0
+    for batch in _eval_batches(model, examples, batch_size):
+        n_tokens = sum(len(r) for _, r in batch)
+        total += float(_quality_loss(model, batch, pad_id, device)) * n_tokens
+        weight += n_tokens
     return total / weight
 
 
@@ -194,30 +209,16 @@ def kl_to_base(model, examples, batch_size: int, pad_id: int, device) -> float:
     model with its adapter disabled, so no second copy of the weights is loaded."""
     import torch
 
-    was_training = model.training
-    model.eval()
     total = n_tokens = 0.0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(examples), batch_size):
-                batch = examples[start:start + batch_size]
-                width = max(len(p) + len(r) for p, r in batch)
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                att = torch.zeros((len(batch), width), dtype=torch.long)
-                scored = torch.zeros((len(batch), width), dtype=torch.bool)
-                for row, (p, r) in enumerate(batch):
-                    ids[row, : len(p) + len(r)] = torch.tensor(p + r)
-                    att[row, : len(p) + len(r)] = 1
-                    scored[row, len(p) - 1 : len(p) + len(r) - 1] = True  # positions predicting a reply token
-                ids, att, scored = ids.to(device), att.to(device), scored.to(device)
-                logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits.float(), dim=-1)
-                with model.disable_adapter():
-                    base_logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits.float(), dim=-1)
-                kl = (logp.exp() * (logp - base_logp)).sum(-1)
-                total += float(kl[scored].sum())
-                n_tokens += float(scored.sum())
-    finally:
-        model.train(was_training)
+    for batch in _eval_batches(model, examples, batch_size):
+        ids, att, labels = (t.to(device) for t in _padded_pairs(batch, pad_id))
+        scored = labels[:, 1:] != -100  # the positions that predict a reply token
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits[:, :-1].float(), dim=-1)
+        with model.disable_adapter():
+            base_logp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits[:, :-1].float(), dim=-1)
+        kl = (logp.exp() * (logp - base_logp)).sum(-1)
+        total += float(kl[scored].sum())
+        n_tokens += float(scored.sum())
     return total / max(n_tokens, 1.0)
 
 
