@@ -17,8 +17,11 @@ from polydag.definitions import build_defs
 REPO = Path(__file__).resolve().parents[2]
 
 TINY_BASE = {"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, "num_layers": 1,
-             "num_heads": 2, "num_kv_heads": 1, "max_length": 64, "pretrain_steps": 20,
-             "batch_size": 8, "learning_rate": 3e-3, "device": "cpu"}  # pinned: the default's rate suits 1800 steps
+             "num_heads": 2, "num_kv_heads": 1, "max_length": 64, "pretrain_steps": 100,
+             "batch_size": 8, "learning_rate": 1e-2, "device": "cpu"}
+# (pinned: the default's rate suits 1800 steps; with fewer than ~100 steps here the tiny base's
+# samples are random tokens that share no n-gram, all equally far apart, so every diversity
+# advantage is 0 and a λ > 0 adapter rightly fails its diversity-gradient gate)
 TINY_LORA = {"max_steps": 6, "per_device_train_batch_size": 4, "n_generations": 3,
              "max_examples_for_diversity": 2, "compute_diversity_every_n_steps": 2,
              "max_new_tokens": 8, "device": "cpu"}

@@ -173,8 +173,10 @@ def test_two_processes_train_one_partition_in_one_dagster_run(trained):
     """num_processes 2: torchrun with gloo on the CPU, launched through dagster-pipes; rank 0
     writes the adapter and every step of the training_log exactly once."""
     pipe, _, _ = trained
-    result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": dict(TINY_LORA, num_processes=2)},
-                      partition_key="1.0|0")
+    # each rank samples its own half of the batch: four replies of up to four prompts per rank,
+    # so a rank's tiny-model samples are not all equally far apart (no diversity signal at all)
+    two_ranks = dict(TINY_LORA, num_processes=2, n_generations=4, max_examples_for_diversity=4)
+    result = pipe.run(["lora_checkpoints"], {"lora_checkpoints": two_ranks}, partition_key="1.0|0")
     assert result.success
     row = pipe.sql("SELECT * FROM lora_checkpoints WHERE lambda_key = '1.0'").row(0, named=True)
     assert row["steps"] == TINY_LORA["max_steps"] and row["gates_passed"]

@@ -320,7 +320,10 @@ def test_train_default_model_writes_a_loadable_codi_checkpoint(tmp_path):
     auto = api.run_step_importance(api.info_as_row(row), problems.head(2),
                                    StepImportanceConfig(compat_researchers=True, device="cpu", max_new_tokens=4,
                                                         chunk_size=0), all_problems=problems)
-    assert auto.equals(rows)
+    floats = [c for c, t in rows.schema.items() if t.is_float()]
+    assert auto.drop(floats).equals(rows.drop(floats))  # answers, flips and variants exactly
+    for column in floats:  # batch size changes float rounding, not answers
+        assert auto[column].to_list() == pytest.approx(rows[column].to_list(), rel=1e-4, abs=1e-6, nan_ok=True)
 
 
 def test_auto_chunk_size_reads_the_models_shape(codi_checkpoint, tokenizer):
