@@ -187,8 +187,7 @@ def run_step_importance(
                 chunk = cfg.chunk_size or auto_chunk_size(model, tokenizer, problems, spec, dtype,
                                                           free_device_memory(device), cap=device_chunk_cap(device))
                 if not cfg.chunk_size:
-                    log.info("chunk size %d problems × %d variants (sized to the device's free memory)",
-                             chunk, len(spec.variants(spec.protocol(model))))
+                    log.info("chunk size %d problems (sized to the device's free memory)", chunk)
                 frames.append(run_ablations(model, tokenizer, problems, spec, chunk_size=chunk,
                                             logger=log, reference_problems=pool, reference_problem_ids=checked))
     finally:
@@ -209,19 +208,13 @@ def auto_chunk_size(model, tokenizer, problems: pl.DataFrame, spec, dtype, free:
     memory = chunk_memory(
         n_layers=int(config.num_hidden_layers), n_kv_heads=int(getattr(config, "num_key_value_heads", n_heads)),
         head_dim=head_dim, hidden_size=int(config.hidden_size), vocab_size=int(model.vocab_size),
-        dtype_bytes=torch_dtype_bytes(dtype),
+        dtype_bytes=dtype.itemsize,
         question_tokens=max(len(encode_question(tokenizer, q)) for q in problems["question"].to_list()) + 1,
         num_latent=int(model.num_latent), max_new_tokens=spec.max_new_tokens,
         gold_tokens=max(len(encode_gold_reply(tokenizer, a)) for a in problems["answer"].to_list()),
         with_metrics=spec.with_metrics)
     return chunk_size_for_memory(free, memory, len(spec.variants(spec.protocol(model))), n_problems=problems.height,
                                  cap=cap)
-
-
-def torch_dtype_bytes(dtype) -> int:
-    import torch
-
-    return torch.empty((), dtype=dtype).element_size()
 
 
 def reference_sample(problems: pl.DataFrame, cfg: StepImportanceConfig) -> list[str]:
