@@ -13,6 +13,9 @@ STEP_PROBLEMS="${POLYDAG_STEP_PROBLEMS:-300}"
 # and its sweep over this many problems; 0 (the default) leaves it out: it costs a second CODI
 # training and a second sweep, more than the 10-minute budget of the main command has left
 CONTROL_PROBLEMS="${POLYDAG_CONTROL_PROBLEMS:-0}"
+case "$CONTROL_PROBLEMS" in
+  ''|*[!0-9]*) echo "POLYDAG_CONTROL_PROBLEMS must be a whole number of problems (0: no control), got '$CONTROL_PROBLEMS'" >&2; exit 2 ;;
+esac
 codi_assets="problems,codi_model"; control_sweep=""
 if [ "$CONTROL_PROBLEMS" -gt 0 ]; then
   codi_assets="$codi_assets,codi_control_model"
