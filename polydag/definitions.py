@@ -4,6 +4,7 @@ Nothing heavy is imported here: torch and transformers load inside the asset bod
 code location loads in seconds.
 """
 
+import os
 import warnings
 
 from dagster import (
@@ -16,6 +17,14 @@ from dagster import (
 # backfill_policy is marked beta; polydag relies on it knowingly (ranged runs), so the warning
 # would only be noise on every CLI call.
 warnings.filterwarnings("ignore", category=BetaWarning)
+
+from polydag.instance.event_log import EVENT_BATCH_SIZE, EVENT_BATCH_SIZE_ENV
+
+# Dagster's switch for batched event writes (read at every event): the asset events of a
+# ranged run reach the event log as batches, which the instance's BatchedSqliteEventLogStorage
+# (data/dagster_home/dagster.yaml) writes in one transaction; any other storage stores a batch
+# event by event, as without it.
+os.environ.setdefault(EVENT_BATCH_SIZE_ENV, EVENT_BATCH_SIZE)
 
 from polydag.defs.automation import build_fill_sensor, with_fill_condition
 from polydag.defs.evaluation import assets as evaluation_assets

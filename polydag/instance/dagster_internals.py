@@ -33,6 +33,12 @@ breaks in this one file, and ``grep -rn "dagster\\._" polydag`` shows the whole 
   ``InMemoryJob``: the body of ``JobDefinition.execute_in_process``, which always swaps in a
   plain in-process executor; :func:`polydag.instance.executor.execute_in_process` runs the same
   with polydag's.
+* ``SqliteEventLogStorage``, ``db_result``, ``ASSET_EVENTS``, ``ASSET_CHECK_EVENTS``,
+  ``EVENT_TYPE_TO_PIPELINE_RUN_STATUS``: Dagster's default event log, which
+  :mod:`polydag.instance.event_log` subclasses to write a batch of asset events in one
+  transaction (its ``store_event_batch`` stores them one by one), with the same statements and
+  the private helpers ``prepare_insert_event``, ``index_transaction``,
+  ``_store_asset_event_tags`` and ``_store_asset_event`` that its ``store_event`` uses.
 * ``ASSET_PARTITION_RANGE_START_TAG``, ``ASSET_PARTITION_RANGE_END_TAG``: the run tags that make
   one run cover a partition range. ``execute_job`` has no partition-range parameter, so the
   step-importance sweep (:mod:`polydag.defs.step_importance.sweeps`) sets them itself, as
@@ -40,7 +46,14 @@ breaks in this one file, and ``grep -rn "dagster\\._" polydag`` shows the whole 
 """
 
 from dagster._core.definitions.job_base import InMemoryJob
-from dagster._core.events import EngineEventData, JobFailureData, RunFailureReason
+from dagster._core.events import (
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
+    EngineEventData,
+    JobFailureData,
+    RunFailureReason,
+)
 from dagster._core.execution.api import ExecuteRunWithPlanIterable
 from dagster._core.execution.context_creation_job import PlanExecutionContextManager
 from dagster._core.execution.execute_in_process import (
@@ -58,6 +71,8 @@ from dagster._core.launcher import (
     WorkerStatus,
 )
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TablePartitionDimension, TableSlice
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -68,6 +83,8 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from dagster._utils.interrupts import check_captured_interrupt
 
 __all__ = [
+    "ASSET_CHECK_EVENTS",
+    "ASSET_EVENTS",
     "ASSET_PARTITION_RANGE_END_TAG",
     "ASSET_PARTITION_RANGE_START_TAG",
     "CheckRunHealthResult",
@@ -75,6 +92,7 @@ __all__ = [
     "ConfigurableClassData",
     "DbIOManager",
     "DbTypeHandler",
+    "EVENT_TYPE_TO_PIPELINE_RUN_STATUS",
     "EngineEventData",
     "ExecuteRunArgs",
     "ExecuteRunWithPlanIterable",
@@ -87,11 +105,13 @@ __all__ = [
     "PlanExecutionContextManager",
     "RunFailureReason",
     "RunLauncher",
+    "SqliteEventLogStorage",
     "TablePartitionDimension",
     "TableSlice",
     "WorkerStatus",
     "check_captured_interrupt",
     "core_execute_in_process",
+    "db_result",
     "inner_plan_execution_iterator",
     "merge_run_tags",
     "type_check_and_normalize_args",
