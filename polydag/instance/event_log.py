@@ -37,28 +37,36 @@ EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 EVENT_BATCH_SIZE = "1000"  # events per batch: a whole ranged run's planned or materialization events
 
 
-def default_base_dir() -> str:
-    """Where Dagster's default SQLite storage keeps the event logs of ``$DAGSTER_HOME``
-    (``<home>/history/runs``), so an existing instance keeps its history."""
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        raise ValueError("BatchedSqliteEventLogStorage needs base_dir in its config, or DAGSTER_HOME set")
-    return os.path.join(os.path.abspath(home), "history", "runs", "")
+def default_base_dir(instance_root: str) -> str:
+    """Where Dagster's default SQLite storage keeps the event logs of the instance in
+    ``instance_root`` (``<root>/history/runs``), so an existing instance keeps its history."""
+    return os.path.join(os.path.abspath(instance_root), "history", "runs", "")
 
 
 class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     """``SqliteEventLogStorage`` whose ``store_event_batch`` writes a batch of one run's asset
     events in one transaction per shard. Config: ``base_dir`` (default: the event-log folder of
-    Dagster's default storage under ``$DAGSTER_HOME``)."""
+    Dagster's default storage in the instance's own folder)."""
 
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
-        super().__init__(base_dir or default_base_dir(), inst_data=inst_data)
+        self._inst_data = inst_data
+        self._configured = base_dir is not None
+        if self._configured:
+            super().__init__(base_dir, inst_data=inst_data)
+        # else: the folder is the instance's, known once the instance registers itself (a
+        # dagster.yaml cannot name its own folder, and DAGSTER_HOME need not be it:
+        # DagsterInstance.from_config(path) opens any folder)
+
+    def register_instance(self, instance) -> None:
+        if not self._configured and not hasattr(self, "_base_dir"):
+            SqliteEventLogStorage.__init__(self, default_base_dir(instance.root_directory), inst_data=self._inst_data)
+        super().register_instance(instance)
 
     @classmethod
     def config_type(cls):
         return {"base_dir": Field(StringSource, is_required=False,
                                   description="Folder of the per-run SQLite files and the index shard "
-                                              "(default: $DAGSTER_HOME/history/runs, Dagster's own).")}
+                                              "(default: history/runs in the instance's folder, Dagster's own).")}
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):

@@ -103,20 +103,20 @@ def test_other_batches_take_dagsters_path(monkeypatch, tmp_path):
         assert instance.get_materialized_partitions(AssetKey("step_importance")) == set(KEYS[:3])
 
 
-def test_base_dir_defaults_to_dagsters_event_log_folder(monkeypatch, tmp_path):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    storage = BatchedSqliteEventLogStorage()
-    assert storage._base_dir == str(tmp_path / "history" / "runs")
-    monkeypatch.delenv("DAGSTER_HOME")
-    with pytest.raises(ValueError, match="DAGSTER_HOME"):
-        BatchedSqliteEventLogStorage()
-
-
-def test_the_shipped_instance_uses_it(monkeypatch, tmp_path):
+def test_the_shipped_instance_uses_it_in_its_own_folder(monkeypatch, tmp_path):
+    """The event logs go where Dagster's default storage keeps them, in the folder the instance
+    is opened from, whatever DAGSTER_HOME says."""
     import shutil
     from pathlib import Path
 
-    shutil.copy(Path(__file__).resolve().parents[2] / "data" / "dagster_home" / "dagster.yaml", tmp_path)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    with DagsterInstance.from_config(str(tmp_path)) as instance:
-        assert type(instance.event_log_storage).__name__ == "BatchedSqliteEventLogStorage"
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[2] / "data" / "dagster_home" / "dagster.yaml", home)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "elsewhere"))
+    with DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        assert type(storage).__name__ == "BatchedSqliteEventLogStorage"
+        assert storage._base_dir == str(home / "history" / "runs")
+        assert (home / "history" / "runs" / "index.db").is_file()
+    assert not (tmp_path / "elsewhere").exists()
+    assert BatchedSqliteEventLogStorage(str(tmp_path / "given"))._base_dir == str(tmp_path / "given")
