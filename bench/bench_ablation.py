@@ -4,8 +4,9 @@ Naive side (like the researchers' script): for every problem and every variant (
 control, each ablation), :func:`reference_answer_one`, a one-row loop written like CODI's
 test.py (one forward per latent step and per generated token). Engine side:
 :func:`run_ablations` on the same model, problems and variants, with its extra metrics
-(teacher-forced gold log-prob and KL) on, so the ratio is conservative. The answers of both
-sides are asserted identical, row by row.
+(teacher-forced gold log-prob and KL) on, so the ratio is conservative; ``--no-metrics`` turns
+them off, so both sides do the same work (answers only). The answers of both sides are
+asserted identical, row by row.
 
 Model: ``--shape`` always builds a randomly initialised model of that shape, whatever is on
 disk: ``tiny`` (the default architecture), or a larger shape: ``small`` (a CPU
@@ -129,6 +130,9 @@ def main() -> None:
     parser.add_argument("--warmup-problems", type=int, default=2, help="problems of the untimed warm-up run")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="decoding cap (default: 256 for a trained model, 16 for random models)")
+    parser.add_argument("--no-metrics", action="store_true",
+                        help="the engine without its teacher-forced gold log-prob and KL, i.e. the same work as "
+                             "the naive loop (answers only); by default the engine also computes them")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -158,7 +162,8 @@ def main() -> None:
     model, tokenizer, model_info = load_bench_model(args, load_problems(PROBLEMS), args.device, dtype)
     trained = model_info["source"] == "trained default"
     max_new = args.max_new_tokens or (256 if trained else 16)
-    spec = AblationSpec(max_new_tokens=max_new)   # the default sweep: prefix + single, zero, input
+    # the default sweep: prefix + single, zero, input
+    spec = AblationSpec(max_new_tokens=max_new, with_metrics=not args.no_metrics)
     n_variants = len(spec.variants(spec.protocol(model)))
     naive_n = min(args.naive_problems or problems.height, problems.height)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
