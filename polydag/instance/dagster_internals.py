@@ -33,8 +33,8 @@ breaks in this one file, and ``grep -rn "dagster\\._" polydag`` shows the whole 
   ``InMemoryJob``: the body of ``JobDefinition.execute_in_process``, which always swaps in a
   plain in-process executor; :func:`polydag.instance.executor.execute_in_process` runs the same
   with polydag's.
-* ``SqliteEventLogStorage``, ``db_result``, ``ASSET_EVENTS``, ``ASSET_CHECK_EVENTS``,
-  ``EVENT_TYPE_TO_PIPELINE_RUN_STATUS``: Dagster's default event log, which
+* ``SqliteEventLogStorage``, ``db_result``, ``ASSET_EVENTS``, ``event_logs_directory``:
+  Dagster's default event log (and where its default storage keeps it), which
   :mod:`polydag.instance.event_log` subclasses to write a batch of asset events in one
   transaction (its ``store_event_batch`` stores them one by one), with the same statements and
   the private helpers ``prepare_insert_event``, ``index_transaction``,
@@ -47,9 +47,7 @@ breaks in this one file, and ``grep -rn "dagster\\._" polydag`` shows the whole 
 
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.events import (
-    ASSET_CHECK_EVENTS,
     ASSET_EVENTS,
-    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
     EngineEventData,
     JobFailureData,
     RunFailureReason,
@@ -71,6 +69,7 @@ from dagster._core.launcher import (
     WorkerStatus,
 )
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+from dagster._core.instance.ref import _event_logs_directory as event_logs_directory
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TablePartitionDimension, TableSlice
@@ -83,7 +82,6 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from dagster._utils.interrupts import check_captured_interrupt
 
 __all__ = [
-    "ASSET_CHECK_EVENTS",
     "ASSET_EVENTS",
     "ASSET_PARTITION_RANGE_END_TAG",
     "ASSET_PARTITION_RANGE_START_TAG",
@@ -92,7 +90,6 @@ __all__ = [
     "ConfigurableClassData",
     "DbIOManager",
     "DbTypeHandler",
-    "EVENT_TYPE_TO_PIPELINE_RUN_STATUS",
     "EngineEventData",
     "ExecuteRunArgs",
     "ExecuteRunWithPlanIterable",
@@ -112,6 +109,7 @@ __all__ = [
     "check_captured_interrupt",
     "core_execute_in_process",
     "db_result",
+    "event_logs_directory",
     "inner_plan_execution_iterator",
     "merge_run_tags",
     "type_check_and_normalize_args",

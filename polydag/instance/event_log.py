@@ -19,28 +19,23 @@ Dagster's. The instance uses it through ``event_log_storage`` in ``dagster.yaml`
 
 from __future__ import annotations
 
-import os
+from itertools import groupby
 from typing import Sequence
 
 from dagster import EventLogEntry, Field, StringSource
 
 from polydag.instance.dagster_internals import (
-    ASSET_CHECK_EVENTS,
     ASSET_EVENTS,
-    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
     ConfigurableClassData,
     SqliteEventLogStorage,
     db_result,
+    event_logs_directory,
 )
 
 EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
-EVENT_BATCH_SIZE = "1000"  # events per batch: a whole ranged run's planned or materialization events
-
-
-def default_base_dir(instance_root: str) -> str:
-    """Where Dagster's default SQLite storage keeps the event logs of the instance in
-    ``instance_root`` (``<root>/history/runs``), so an existing instance keeps its history."""
-    return os.path.join(os.path.abspath(instance_root), "history", "runs", "")
+# events per batch: a whole ranged run's planned or materialization events (scripts/env.sh
+# exports the same number for the webserver and daemon)
+EVENT_BATCH_SIZE = "1000"
 
 
 class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
@@ -59,7 +54,10 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
     def register_instance(self, instance) -> None:
         if not self._configured and not hasattr(self, "_base_dir"):
-            SqliteEventLogStorage.__init__(self, default_base_dir(instance.root_directory), inst_data=self._inst_data)
+            # where Dagster's default storage keeps them (<root>/history/runs): an existing
+            # instance keeps its history
+            SqliteEventLogStorage.__init__(self, event_logs_directory(instance.root_directory),
+                                           inst_data=self._inst_data)
         super().register_instance(instance)
 
     @classmethod
@@ -73,28 +71,20 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         return cls(inst_data=inst_data, **config_value)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        # in order: each stretch of asset events of one run in one transaction per shard, any
-        # other event (an asset check's planned evaluation rides in the same batch) by Dagster
-        group: list[EventLogEntry] = []
-        for event in events:
-            if self._asset_event_only(event) and (not group or group[0].run_id == event.run_id):
-                group.append(event)
-                continue
-            self._store_asset_events(group)
-            group = []
-            if self._asset_event_only(event):
-                group.append(event)
+        # in order: each stretch of one run's asset events in one transaction per shard; any
+        # other event (an asset check's planned evaluation rides in the planned events' batch)
+        # by Dagster's store_event
+        for (is_asset_event, _run_id), stretch in groupby(events, key=lambda e: (_is_asset_event(e), e.run_id)):
+            stretch = list(stretch)
+            if is_asset_event and len(stretch) > 1:
+                self._store_asset_events(stretch)
             else:
-                self.store_event(event)
-        self._store_asset_events(group)
+                for event in stretch:
+                    self.store_event(event)
 
     def _store_asset_events(self, events: Sequence[EventLogEntry]) -> None:
         """What ``SqliteEventLogStorage.store_event`` does for each asset event, with one
         transaction per shard for all of them."""
-        if len(events) < 2:
-            for event in events:
-                self.store_event(event)
-            return
         statements = [self.prepare_insert_event(event) for event in events]
         with self.run_connection(events[0].run_id) as conn:
             for statement in statements:
@@ -108,11 +98,8 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             for event, event_id in zip(events, event_ids):
                 self._store_asset_event(conn, event, event_id)
 
-    @staticmethod
-    def _asset_event_only(event: EventLogEntry) -> bool:
-        """An event that takes only the asset-event path of ``store_event`` (asset-check and
-        run-status events take their own)."""
-        if not event.is_dagster_event:
-            return False
-        kind = event.dagster_event_type
-        return kind in ASSET_EVENTS and kind not in ASSET_CHECK_EVENTS and kind not in EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+
+def _is_asset_event(event: EventLogEntry) -> bool:
+    """An event that SqliteEventLogStorage.store_event stores by its asset-event path only (the
+    asset-check and run-status events it treats otherwise are not in ASSET_EVENTS)."""
+    return event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS

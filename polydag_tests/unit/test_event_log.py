@@ -91,7 +91,7 @@ def test_batched_storage_stores_what_dagsters_stores_in_one_transaction_per_batc
     assert default_calls == 24 and batched_calls == 6
 
 
-def test_other_batches_take_dagsters_path(monkeypatch, tmp_path):
+def test_without_the_batch_size_env_nothing_is_batched(monkeypatch, tmp_path):
     """Without batch writing (the env unset) every event is stored one by one, as by Dagster."""
     monkeypatch.delenv(EVENT_BATCH_SIZE_ENV, raising=False)
     with instance_for_test(overrides=BATCHED, temp_dir=str(tmp_path)) as instance:
